@@ -1,0 +1,160 @@
+"""Top-K ranking metrics, vectorised over a batch of users (pure numpy).
+
+Conventions (the report states them):
+- Ranking order is score descending, then item index ascending: ties never depend on hashing,
+  threads or the sort algorithm.
+- Items scored ``-inf`` are excluded (the caller sets training items to ``-inf``); they are never
+  recommended, so a list can be shorter than K when K exceeds the candidate count.
+- Recall@K = hits in the top K / |relevant|; NDCG@K uses binary gains and the ideal DCG of
+  min(|relevant|, K) hits; HR@K = 1 if any hit; MRR@K = 1 / rank of the first hit (0 if none).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+METRIC_NAMES = ("recall", "ndcg", "hr", "mrr")
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic top-k of each row: (indices (B, k'), valid (B, k')), k' = min(k, n_items).
+
+    ``valid`` is False where the slot holds an excluded (-inf) item.
+    """
+    scores = np.ascontiguousarray(scores, dtype=np.float32)
+    n_rows, n_items = scores.shape
+    k = min(k, n_items)
+    # torch.topk is several times faster than np.partition on CPU, but which of several items
+    # tied at the k-th value it keeps is unspecified. Keep its answer only for rows where no
+    # item outside the selection ties with the k-th value; redo the others exactly.
+    values, indices = torch.topk(torch.from_numpy(scores), k, dim=1, sorted=True)
+    values, indices = values.numpy(), indices.numpy()
+    kth = values[:, -1:]
+    straddles = np.count_nonzero(scores == kth, axis=1) > np.count_nonzero(values == kth, axis=1)
+    if straddles.any():
+        indices[straddles] = _exact_top_k_candidates(scores[straddles], k)
+    chosen_scores = np.take_along_axis(scores, indices, axis=1)
+    order = np.lexsort((indices, -chosen_scores), axis=1)  # score desc, then index asc
+    indices = np.take_along_axis(indices, order, axis=1)
+    valid = np.isfinite(np.take_along_axis(chosen_scores, order, axis=1))
+    return indices, valid
+
+
+def _exact_top_k_candidates(scores: np.ndarray, k: int) -> np.ndarray:
+    """The k best items of each row, ties at the k-th value filled by lowest index (unordered)."""
+    n_rows = scores.shape[0]
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # (B, 1)
+    above = scores > kth
+    at = scores == kth
+    need = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (at & (np.cumsum(at, axis=1) <= need))
+    return np.nonzero(chosen)[1].reshape(n_rows, k)
+
+
+def hits_matrix(indices: np.ndarray, valid: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
+    """hits[b, j] = item indices[b, j] is relevant for row b of ``truth`` (B x n_items CSR)."""
+    truth = truth.tocsr()
+    truth.sort_indices()
+    n_items = truth.shape[1]
+    truth_rows = np.repeat(np.arange(truth.shape[0], dtype=np.int64), np.diff(truth.indptr))
+    truth_keys = truth_rows * n_items + truth.indices  # sorted: row-major with sorted indices
+    if truth_keys.size == 0:
+        return np.zeros(indices.shape, dtype=bool)
+    ranked_keys = np.arange(indices.shape[0], dtype=np.int64)[:, None] * n_items + indices
+    pos = np.minimum(np.searchsorted(truth_keys, ranked_keys), truth_keys.size - 1)
+    return (truth_keys[pos] == ranked_keys) & valid
+
+
+def ranking_metrics(hits: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Per-row metrics {"recall@10": (B,), ...} from a hits matrix (B, L) and relevant counts (B,).
+
+    Rows with no relevant item get NaN so the caller can drop them explicitly.
+    """
+    n_rows, depth = hits.shape
+    n_relevant = np.asarray(n_relevant, dtype=np.float64)
+    has_relevant = n_relevant > 0
+    max_k = max(ks)
+    discounts = 1.0 / np.log2(np.arange(2, max_k + 2))
+    ideal_cumulative = np.r_[0.0, np.cumsum(discounts)]
+    first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), np.iinfo(np.int64).max)
+
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k in ks:
+            top = hits[:, : min(k, depth)]
+            n_hits = top.sum(axis=1)
+            dcg = top @ discounts[: top.shape[1]]
+            ideal = ideal_cumulative[np.minimum(n_relevant, k).astype(np.int64)]
+            out[f"recall@{k}"] = np.where(has_relevant, n_hits / n_relevant, np.nan)
+            out[f"ndcg@{k}"] = np.where(has_relevant, dcg / ideal, np.nan)
+            out[f"hr@{k}"] = np.where(has_relevant, (n_hits > 0).astype(np.float64), np.nan)
+            out[f"mrr@{k}"] = np.where(has_relevant & (first_hit < k), 1.0 / (first_hit + 1.0),
+                                       np.where(has_relevant, 0.0, np.nan))
+    return out
+
+
+def intra_list_diversity(indices: np.ndarray, valid: np.ndarray, item_genres: sp.csr_matrix,
+                         k: int) -> np.ndarray:
+    """Mean pairwise genre Jaccard distance within each top-k list (B,); NaN for lists < 2 items.
+
+    Two items that both have no genre are at distance 0 from each other (nothing distinguishes
+    them); one with and one without genres are at distance 1.
+    """
+    idx = indices[:, :k]
+    ok = valid[:, :k]
+    genres = item_genres.toarray().astype(np.float32)  # (I, G); G is small
+    g = genres[idx] * ok[..., None]  # (B, k, G)
+    inter = g @ g.transpose(0, 2, 1)  # (B, k, k)
+    sizes = g.sum(axis=2)
+    union = sizes[:, :, None] + sizes[:, None, :] - inter
+    distance = np.where(union > 0, 1.0 - inter / np.maximum(union, 1e-12), 0.0)
+    pair_ok = ok[:, :, None] & ok[:, None, :] & ~np.eye(idx.shape[1], dtype=bool)[None]
+    n_pairs = pair_ok.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_pairs > 0, (distance * pair_ok).sum(axis=(1, 2)) / n_pairs, np.nan)
+
+
+def _bootstrap_means(per_user: dict[str, np.ndarray], n_samples: int, seed: int,
+                     chunk: int = 200) -> dict[str, np.ndarray]:
+    """Means of each vector over ``n_samples`` resamples of the users, the same resamples for all.
+
+    Resampling in chunks keeps memory at chunk x n_users indices, whatever n_samples is.
+    """
+    n_users = len(next(iter(per_user.values())))
+    rng = np.random.default_rng(seed)
+    arrays = {name: np.asarray(v, dtype=np.float64) for name, v in per_user.items()}
+    means: dict[str, list[np.ndarray]] = {name: [] for name in per_user}
+    for start in range(0, n_samples, chunk):
+        sample = rng.integers(0, n_users, size=(min(chunk, n_samples - start), n_users))
+        for name, values in arrays.items():
+            resampled = values[sample]
+            # Diversity is undefined (NaN) for lists shorter than two items; skip those users.
+            means[name].append(np.nanmean(resampled, axis=1) if np.isnan(values).any()
+                               else resampled.mean(axis=1))
+    return {name: np.concatenate(parts) for name, parts in means.items()}
+
+
+def bootstrap_ci(per_user: dict[str, np.ndarray], n_samples: int, confidence: float,
+                 seed: int) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap CIs of the mean for several metric vectors over the same users.
+
+    All vectors are resampled with the same user indices, so CIs computed with the same seed
+    and user order are paired across metrics and models.
+    """
+    if n_samples == 0:
+        return {name: (float("nan"), float("nan")) for name in per_user}
+    alpha = (1.0 - confidence) / 2.0
+    return {name: (float(np.quantile(m, alpha)), float(np.quantile(m, 1 - alpha)))
+            for name, m in _bootstrap_means(per_user, n_samples, seed).items()}
+
+
+def paired_bootstrap_difference(a: np.ndarray, b: np.ndarray, n_samples: int, confidence: float,
+                                seed: int) -> tuple[float, tuple[float, float], float]:
+    """Mean of a - b over the same users, its bootstrap CI, and the share of resamples with a <= b."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    means = _bootstrap_means({"diff": diff}, n_samples, seed)["diff"]
+    alpha = (1.0 - confidence) / 2.0
+    return (float(diff.mean()), (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))),
+            float((means <= 0).mean()))

@@ -1,0 +1,139 @@
+"""Metrics against values computed by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from armor.eval import metrics as M
+
+INF = np.inf
+
+
+def csr(rows, n_items):
+    indptr, indices = [0], []
+    for row in rows:
+        indices.extend(sorted(row))
+        indptr.append(len(indices))
+    return sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(len(rows), n_items))
+
+
+def test_top_k_breaks_ties_by_item_index():
+    scores = np.array([[1.0, 3.0, 3.0, 2.0, 3.0]])
+    idx, valid = M.top_k(scores, 2)
+    assert idx.tolist() == [[1, 2]]
+    idx, _ = M.top_k(scores, 4)
+    assert idx.tolist() == [[1, 2, 4, 3]]
+    idx, _ = M.top_k(np.zeros((1, 6)), 3)  # popularity-style all ties
+    assert idx.tolist() == [[0, 1, 2]]
+
+
+def test_top_k_with_excluded_items_and_k_beyond_catalogue():
+    scores = np.array([[-INF, 1.0, -INF], [0.5, 0.2, 0.9]])
+    idx, valid = M.top_k(scores, 10)
+    assert idx.tolist() == [[1, 0, 2], [2, 0, 1]]
+    assert valid.tolist() == [[True, False, False], [True, True, True]]
+
+
+def test_top_k_matches_full_stable_sort_on_random_ties():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 5, size=(50, 40)).astype(np.float32)  # many ties
+    idx, _ = M.top_k(scores, 7)
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :7]
+    np.testing.assert_array_equal(idx, expected)
+
+
+def test_ranking_metrics_hand_computed():
+    # user 0: relevant {2, 4}, ranking 4, 0, 2, 1, 3 -> hits at ranks 1 and 3
+    # user 1: relevant {0},    ranking 1, 2, 3, 0, 4 -> hit at rank 4
+    ranking = np.array([[4, 0, 2, 1, 3], [1, 2, 3, 0, 4]])
+    truth = csr([[2, 4], [0]], 5)
+    hits = M.hits_matrix(ranking, np.ones_like(ranking, dtype=bool), truth)
+    assert hits.tolist() == [[True, False, True, False, False], [False, False, False, True, False]]
+    m = M.ranking_metrics(hits, np.array([2, 1]), ks=(1, 3, 5))
+
+    assert m["recall@1"].tolist() == [0.5, 0.0]
+    assert m["ndcg@1"].tolist() == [1.0, 0.0]
+    assert m["hr@1"].tolist() == [1.0, 0.0]
+    assert m["mrr@1"].tolist() == [1.0, 0.0]
+
+    dcg = 1.0 + 1.0 / math.log2(4)
+    idcg = 1.0 + 1.0 / math.log2(3)
+    assert m["recall@3"].tolist() == [1.0, 0.0]
+    assert m["ndcg@3"][0] == pytest.approx(dcg / idcg)
+    assert m["ndcg@3"][1] == 0.0
+    assert m["mrr@3"].tolist() == [1.0, 0.0]
+
+    assert m["recall@5"].tolist() == [1.0, 1.0]
+    assert m["ndcg@5"][1] == pytest.approx(1.0 / math.log2(5))
+    assert m["hr@5"].tolist() == [1.0, 1.0]
+    assert m["mrr@5"][1] == pytest.approx(0.25)
+
+
+def test_metrics_when_k_exceeds_the_catalogue():
+    # 3 items, K = 10: the list holds all 3; recall is complete and NDCG uses the ideal of 2 hits.
+    scores = np.array([[0.1, 0.9, 0.5]])
+    idx, valid = M.top_k(scores, 10)
+    hits = M.hits_matrix(idx, valid, csr([[0, 2]], 3))  # ranking 1, 2, 0 -> hits at 2 and 3
+    m = M.ranking_metrics(hits, np.array([2]), ks=(10,))
+    assert m["recall@10"][0] == 1.0
+    expected = (1 / math.log2(3) + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert m["ndcg@10"][0] == pytest.approx(expected)
+    assert m["mrr@10"][0] == pytest.approx(0.5)
+
+
+def test_excluded_items_are_never_hits():
+    scores = np.array([[-INF, -INF, 0.3]])
+    idx, valid = M.top_k(scores, 3)
+    # item 0 is relevant but excluded (-inf): it sits in the padded tail and must not count
+    hits = M.hits_matrix(idx, valid, csr([[0]], 3))
+    assert not hits.any()
+
+
+def test_users_without_relevant_items_are_nan():
+    m = M.ranking_metrics(np.zeros((1, 3), dtype=bool), np.array([0]), ks=(3,))
+    assert np.isnan(m["recall@3"][0]) and np.isnan(m["ndcg@3"][0])
+
+
+def test_intra_list_diversity_hand_computed():
+    # genres: item0 {A}, item1 {A, B}, item2 {C}, item3 {}
+    genres = csr([[0], [0, 1], [2], []], 3)
+    idx = np.array([[0, 1, 2], [0, 1, 3]])
+    valid = np.ones_like(idx, dtype=bool)
+    d = M.intra_list_diversity(idx, valid, genres, k=3)
+    # list 0 pairs: (0,1) 1-1/2, (0,2) 1, (1,2) 1 -> mean (0.5 + 1 + 1) / 3
+    assert d[0] == pytest.approx(2.5 / 3)
+    # list 1 pairs: (0,1) 0.5, (0,3) 1, (1,3) 1
+    assert d[1] == pytest.approx(2.5 / 3)
+    # k=2: a single pair
+    assert M.intra_list_diversity(idx, valid, genres, k=2)[0] == pytest.approx(0.5)
+    # an excluded slot does not count as a pair
+    d = M.intra_list_diversity(idx, np.array([[True, True, False]] * 2), genres, k=3)
+    assert d[0] == pytest.approx(0.5)
+
+
+def test_bootstrap_ci_contains_mean_and_narrows_with_more_users():
+    rng = np.random.default_rng(0)
+    small = rng.random(50)
+    large = rng.random(5000)
+    ci_small = M.bootstrap_ci({"x": small}, 500, 0.95, seed=1)["x"]
+    ci_large = M.bootstrap_ci({"x": large}, 500, 0.95, seed=1)["x"]
+    assert ci_small[0] < small.mean() < ci_small[1]
+    assert ci_large[0] < large.mean() < ci_large[1]
+    assert (ci_large[1] - ci_large[0]) < (ci_small[1] - ci_small[0]) / 5
+    # the half-width of a mean of U(0,1) over n users is about 1.96 * 0.2887 / sqrt(n)
+    assert (ci_large[1] - ci_large[0]) / 2 == pytest.approx(1.96 * 0.2887 / math.sqrt(5000), rel=0.2)
+
+
+def test_paired_bootstrap_detects_a_consistent_difference():
+    rng = np.random.default_rng(0)
+    a = rng.random(300)
+    b = a - 0.05 + rng.normal(0, 0.01, 300)  # b is always a bit worse
+    mean, (lo, hi), p_not_better = M.paired_bootstrap_difference(a, b, 500, 0.95, seed=0)
+    assert mean == pytest.approx(0.05, abs=0.005)
+    assert 0 < lo < mean < hi
+    assert p_not_better == 0.0
+    # the same vectors compared to themselves give a CI around zero
+    _, (lo, hi), _ = M.paired_bootstrap_difference(a, a + rng.normal(0, 0.01, 300), 500, 0.95, seed=0)
+    assert lo < 0 < hi

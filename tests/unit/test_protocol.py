@@ -1,0 +1,137 @@
+"""Full-ranking evaluation: exclusions, hand-computed results, and the random baseline's expectation."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from armor.config import EvalConfig, SplitConfig
+from armor.data.splits import SplitData, build_split_data, split_interactions
+from armor.eval.protocol import evaluate
+from armor.models.base import Recommender, load_recommender
+from armor.models.baselines import Popularity, RandomRanker
+
+
+class FixedScores(Recommender):
+    kind = "fixed-scores-test"
+
+    def __init__(self, scores):
+        self.scores = np.asarray(scores, dtype=np.float32)
+
+    def fit(self, train, valid=None):
+        return self
+
+    def score(self, users, history):
+        return self.scores[users]
+
+
+def tiny_split():
+    # 2 users, 6 items.
+    train = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], dtype=np.float32))
+    valid = sp.csr_matrix(np.array([[0, 0, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=np.float32))
+    test = sp.csr_matrix(np.array([[0, 0, 0, 1, 0, 0], [0, 1, 0, 0, 1, 0]], dtype=np.float32))
+    return SplitData(user_ids=np.array([10, 20]), item_ids=np.arange(1, 7), train=train, valid=valid, test=test)
+
+
+def test_training_and_validation_items_are_excluded_on_test():
+    data = tiny_split()
+    # user 0 scores its train items (0, 1) and valid item (2) highest: all must be skipped,
+    # leaving the test item 3 at rank 1.
+    scores = [[9, 8, 7, 6, 5, 4], [9, 1, 2, 3, 0.5, 8]]
+    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(1, 2), bootstrap_samples=0))
+    # user 1: train {5} and valid {0} excluded -> ranking 3, 2, 1, 4 ; test {1, 4}
+    assert result.per_user["recall@1"].tolist() == [1.0, 0.0]
+    assert result.per_user["hr@2"].tolist() == [1.0, 0.0]
+    full = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(4,), bootstrap_samples=0))
+    assert full.per_user["recall@4"].tolist() == [1.0, 1.0]
+    # on valid, only training items are excluded: user 0's valid item 2 is at rank 1
+    on_valid = evaluate(FixedScores(scores), data, "valid", EvalConfig(ks=(1,), bootstrap_samples=0))
+    assert on_valid.per_user["recall@1"].tolist() == [1.0, 1.0]  # user 1's valid item 0 scores 9
+
+
+def test_coverage_counts_distinct_recommended_items():
+    data = tiny_split()
+    scores = [[9, 8, 7, 6, 5, 4], [9, 1, 2, 3, 0.5, 8]]
+    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(1,), bootstrap_samples=0))
+    assert result.coverage["coverage@1"] == pytest.approx(1 / 6)  # both users get item 3 first
+    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(3,), bootstrap_samples=0))
+    assert result.coverage["coverage@3"] == pytest.approx(5 / 6)  # {3, 4, 5} and {3, 2, 1}
+
+
+def test_batching_does_not_change_results():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 57, 40
+    dense = rng.random((n_users, n_items))
+    train = sp.csr_matrix((dense < 0.2).astype(np.float32))
+    valid = sp.csr_matrix(((dense >= 0.2) & (dense < 0.25)).astype(np.float32))
+    test = sp.csr_matrix(((dense >= 0.25) & (dense < 0.3)).astype(np.float32))
+    data = SplitData(np.arange(n_users), np.arange(n_items), train, valid, test)
+    model = FixedScores(rng.random((n_users, n_items)))
+    a = evaluate(model, data, "test", EvalConfig(batch_size=5, bootstrap_samples=0))
+    b = evaluate(model, data, "test", EvalConfig(batch_size=1000, bootstrap_samples=0))
+    for key in a.per_user:
+        np.testing.assert_allclose(a.per_user[key], b.per_user[key])
+    assert a.coverage == b.coverage
+
+
+def synthetic_split(method):
+    rng = np.random.default_rng(1)
+    import pyarrow as pa
+    from armor.data.schema import INTERACTIONS_SCHEMA
+
+    n_users, n_movies = 600, 120
+    users, movies = [], []
+    for u in range(n_users):
+        chosen = rng.choice(n_movies, size=rng.integers(5, 40), replace=False)
+        users.extend([u] * chosen.size)
+        movies.extend(chosen.tolist())
+    n = len(users)
+    t = pa.table({"user_id": users, "movie_id": movies, "rating": np.full(n, 5.0),
+                  "timestamp": rng.integers(0, 10**6, n)}, schema=INTERACTIONS_SCHEMA)
+    return build_split_data(split_interactions(t, SplitConfig(method=method)), np.arange(n_movies))
+
+
+@pytest.mark.parametrize("method", ["loo", "random"])
+def test_random_baseline_matches_its_analytic_expectation(method):
+    # For a uniformly random ranking, each relevant item lands in the top K with probability
+    # K / C_u, C_u = candidates left after exclusion; so E[Recall@K] = mean_u K / C_u, also with
+    # several test items per user (Var[recall_u] <= p_u (1 - p_u) / n_u). Check within 4 sigma.
+    data = synthetic_split(method)
+    excluded = np.asarray((data.train + data.valid).sum(axis=1)).ravel()
+    candidates = data.n_items - excluded
+    n_test = np.diff(data.test.indptr)
+    for k in (5, 10, 20):
+        p = k / candidates
+        seeds = range(30)
+        observed = np.mean([evaluate(RandomRanker(seed=s).fit(data.train), data, "test",
+                                     EvalConfig(ks=(k,), bootstrap_samples=0)).per_user[f"recall@{k}"].mean()
+                            for s in seeds])
+        sd = np.sqrt((p * (1 - p) / n_test).sum()) / p.size / np.sqrt(len(seeds))
+        assert abs(observed - p.mean()) < 4 * sd
+        assert 4 * sd < 0.25 * p.mean()  # the check has power: it would catch a 25 % bias
+
+
+def test_popularity_ranks_by_training_count():
+    train = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 0, 1], [0, 1, 0, 1]], dtype=np.float32))
+    model = Popularity().fit(train)
+    assert model.score(np.array([0]), train[[0]]).tolist() == [[1.0, 3.0, 0.0, 2.0]]
+
+
+def test_random_scores_do_not_depend_on_batching_and_vary_by_seed():
+    model = RandomRanker(seed=3).fit(sp.csr_matrix((10, 50)))
+    full = model.score(np.arange(10), None)
+    part = model.score(np.array([7, 2]), None)
+    np.testing.assert_array_equal(full[[7, 2]], part)
+    other = RandomRanker(seed=4).fit(sp.csr_matrix((10, 50))).score(np.arange(10), None)
+    assert not np.array_equal(full, other)
+    assert 0.0 <= full.min() and full.max() < 1.0
+
+
+@pytest.mark.parametrize("model", [Popularity(), RandomRanker(seed=5)])
+def test_baselines_save_and_load(tmp_path, model):
+    train = sp.random(20, 30, density=0.2, format="csr", random_state=0)
+    train.data[:] = 1
+    model.fit(train)
+    model.save(tmp_path / "m")
+    loaded = load_recommender(tmp_path / "m")
+    users = np.arange(20)
+    np.testing.assert_array_equal(loaded.score(users, train), model.score(users, train))

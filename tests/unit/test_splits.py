@@ -1,0 +1,134 @@
+"""Splits follow the protocol and leak nothing into profiles or the training matrix."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from armor.config import SplitConfig
+from armor.data.schema import INTERACTIONS_SCHEMA
+from armor.data.splits import build_split_data, read_splits, split_interactions, write_splits
+from armor.errors import ConfigError, DataError
+
+
+def table(rows):
+    users, movies, ratings, times = zip(*rows)
+    return pa.table({"user_id": users, "movie_id": movies, "rating": ratings, "timestamp": times},
+                    schema=INTERACTIONS_SCHEMA)
+
+
+def random_interactions(n_users=200, n_movies=300, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(1, n_users + 1):
+        n = rng.integers(3, 60)
+        movies = rng.choice(np.arange(1, n_movies + 1), size=n, replace=False)
+        ratings = rng.integers(1, 6, size=n)
+        times = 1_000_000 + rng.integers(0, 50, size=n)  # coarse: many ties
+        rows.extend(zip([u] * n, movies.tolist(), ratings.astype(float).tolist(), times.tolist()))
+    return table(rows)
+
+
+def pairs(t):
+    return set(zip(t["user_id"].to_pylist(), t["movie_id"].to_pylist()))
+
+
+@pytest.mark.parametrize("method", ["random", "temporal", "loo"])
+def test_partition_is_exact_and_disjoint(method):
+    data = random_interactions()
+    config = SplitConfig(method=method, seed=3)
+    parts = split_interactions(data, config)
+    train, valid, test = (pairs(parts[n]) for n in ("train", "valid", "test"))
+    assert not (train & valid) and not (train & test) and not (valid & test)
+
+    positives = data.filter(np.asarray(data["rating"]) >= 4.0)
+    users, counts = np.unique(positives["user_id"].to_numpy(), return_counts=True)
+    kept = set(users[counts >= 5].tolist())
+    expected = {(u, m) for u, m in pairs(positives) if u in kept}
+    assert train | valid | test == expected
+    for name in ("train", "valid", "test"):
+        assert set(parts[name]["user_id"].to_pylist()) == kept  # every kept user in every part
+        assert min(parts[name]["rating"].to_pylist()) >= 4.0
+
+
+@pytest.mark.parametrize("method", ["random", "temporal", "loo"])
+def test_no_held_out_item_reaches_a_profile_or_the_training_matrix(method):
+    data = random_interactions(seed=1)
+    parts = split_interactions(data, SplitConfig(method=method))
+    catalogue = np.arange(1, 301)
+    split = build_split_data(parts, catalogue)
+    assert split.train.multiply(split.valid).nnz == 0
+    assert split.train.multiply(split.test).nnz == 0
+    assert split.valid.multiply(split.test).nnz == 0
+    assert split.train.nnz == parts["train"].num_rows
+    assert split.valid.nnz + split.test.nnz == parts["valid"].num_rows + parts["test"].num_rows
+    # the training matrix as a set of movie ids per user equals the train table and nothing else
+    rows, cols = split.train.nonzero()
+    assert set(zip(split.user_ids[rows].tolist(), split.item_ids[cols].tolist())) == pairs(parts["train"])
+
+
+def test_ratios_per_user():
+    rows = [(1, m, 5.0, m) for m in range(1, 11)] + [(2, m, 4.0, m) for m in range(1, 6)]
+    rows += [(3, m, 5.0, m) for m in range(1, 5)]  # 4 positives: dropped (< 5)
+    rows += [(4, m, 3.0, m) for m in range(1, 20)]  # no positives: dropped
+    parts = split_interactions(table(rows), SplitConfig(method="random"))
+    def count(name, user):
+        return parts[name]["user_id"].to_pylist().count(user)
+    assert (count("train", 1), count("valid", 1), count("test", 1)) == (8, 1, 1)
+    assert (count("train", 2), count("valid", 2), count("test", 2)) == (3, 1, 1)
+    assert all(count(n, u) == 0 for n in ("train", "valid", "test") for u in (3, 4))
+
+
+def test_leave_one_out_takes_latest_with_movie_id_tie_break():
+    # user 1: movies 7 and 3 share the latest second; movie id breaks the tie -> 7 is test, 3 valid
+    rows = [(1, 5, 4.0, 100), (1, 9, 5.0, 50), (1, 7, 4.0, 300), (1, 3, 5.0, 300), (1, 1, 4.0, 200),
+            (1, 2, 2.0, 900)]  # rating 2 is not a positive even though it is latest
+    for seed_order in (0, 1):
+        t = table(rows if seed_order == 0 else rows[::-1])
+        parts = split_interactions(t, SplitConfig(method="loo"))
+        assert parts["test"]["movie_id"].to_pylist() == [7]
+        assert parts["valid"]["movie_id"].to_pylist() == [3]
+        assert sorted(parts["train"]["movie_id"].to_pylist()) == [1, 5, 9]
+
+
+def test_temporal_split_orders_by_time():
+    data = random_interactions(seed=2)
+    parts = split_interactions(data, SplitConfig(method="temporal"))
+    key = {name: {} for name in parts}
+    for name, t in parts.items():
+        for u, m, ts in zip(t["user_id"].to_pylist(), t["movie_id"].to_pylist(), t["timestamp"].to_pylist()):
+            key[name].setdefault(u, []).append((ts, m))
+    for u in key["test"]:
+        assert max(key["train"][u]) < min(key["valid"][u])
+        assert max(key["valid"][u]) < min(key["test"][u])
+
+
+def test_random_split_ignores_row_order_and_depends_on_seed():
+    data = random_interactions(seed=4)
+    shuffled = data.take(np.random.default_rng(0).permutation(data.num_rows))
+    a = split_interactions(data, SplitConfig(seed=7))
+    b = split_interactions(shuffled, SplitConfig(seed=7))
+    c = split_interactions(data, SplitConfig(seed=8))
+    assert pairs(a["test"]) == pairs(b["test"])
+    assert pairs(a["test"]) != pairs(c["test"])
+
+
+def test_write_and_read_round_trip(tmp_path):
+    data = random_interactions(seed=5)
+    config = SplitConfig(method="loo", seed=2)
+    parts = split_interactions(data, config)
+    write_splits(parts, config, tmp_path / "s")
+    again, again_config = read_splits(tmp_path / "s")
+    assert again_config == config
+    assert all(again[n].equals(parts[n]) for n in parts)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
+
+
+def test_bad_configs_and_inputs_name_the_setting():
+    with pytest.raises(ConfigError, match="split.ratios"):
+        SplitConfig(ratios=(0.5, 0.1, 0.1))
+    with pytest.raises(ConfigError, match="split.method"):
+        SplitConfig(method="by-genre")
+    with pytest.raises(DataError, match="min_user_positives"):
+        split_interactions(table([(1, 1, 5.0, 1)]), SplitConfig())
+    with pytest.raises(DataError, match="incomplete"):
+        read_splits("/nonexistent/split")
