@@ -1,0 +1,43 @@
+"""`armor <stage> ...` / `python -m pipelines <stage> ...`: every stage of the ARMoR pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from armor import __version__
+from pipelines.cli import run_command
+
+# Stage name -> (module, one-line help). Modules are imported only to build their parser;
+# none imports Ray at import time, so `armor --help` stays fast.
+STAGES = {
+    "data": ("pipelines.data", "prepare MovieLens, generate synthetic worlds, split"),
+    "evaluate": ("pipelines.evaluate", "evaluate a baseline or a saved model under full ranking"),
+    "demo": ("pipelines.demo", "run the whole pipeline end to end on the embedded ML-100K"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="armor", description="ARMoR: multimodal movie retrieval on Ray, MLflow and FAISS.",
+        epilog="Run `armor <stage> --help` for a stage's options.")
+    parser.add_argument("--version", action="version", version=f"armor {__version__}")
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
+    for name, (module_name, help_text) in STAGES.items():
+        module = importlib.import_module(module_name)
+        stage = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
+        module.add_arguments(stage)
+        if hasattr(module, "run"):  # stages with sub-commands set func on each leaf
+            stage.set_defaults(func=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
