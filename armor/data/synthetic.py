@@ -64,6 +64,7 @@ import functools
 import io
 import logging
 import math
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -692,102 +693,20 @@ class SyntheticWorld:
 
     # ---- content ----------------------------------------------------------------------------
 
-    def overview(self, movie_id: int) -> str:
+    def content_spec(self, movie_id: int) -> ContentSpec:
         i = self._index(movie_id)
-        rng = _rng(self.config.seed, _TAG_TEXT, movie_id)
-        weights = self.movie_genre_weights[i]
-        genres = np.flatnonzero(weights)
-        gp = weights[genres] / weights[genres].sum()
-        tone = _TONE_WORDS[int(np.digitize(self.movie_tone[i], [-0.33, 0.33]))]
-        name = f"{_FIRST_NAMES[rng.integers(len(_FIRST_NAMES))]} " \
-               f"{_LAST_NAMES[rng.integers(len(_LAST_NAMES))]}"
-        short = name.split()[0]
+        return ContentSpec(key=int(movie_id), title=self.title(movie_id),
+                           genre_weights=self.movie_genre_weights[i],
+                           primary=int(self.movie_primary_genre[i]), tone=float(self.movie_tone[i]))
 
-        def pick(kind: str) -> str:
-            u = rng.random()
-            if u < 0.70:
-                style = _STYLE_LIST[genres[rng.choice(len(genres), p=gp)]]
-            elif u < 0.80:
-                style = _STYLE_LIST[rng.integers(N_GENRES)]
-            else:
-                pool = {"N": _FILLER_NOUNS, "A": _FILLER_ADJECTIVES, "V": _FILLER_VERBS}[kind]
-                return pool[rng.integers(len(pool))]
-            pool = {"N": style.nouns, "A": style.adjectives, "V": style.verbs}[kind]
-            return pool[rng.integers(len(pool))]
-
-        templates = [_SENTENCES[rng.integers(len(_SENTENCES))]]
-        n_more = 1 + int(rng.random() < 0.5)
-        more = rng.choice(len(_MORE_SENTENCES), n_more, replace=False)
-        templates += [_MORE_SENTENCES[j] for j in more]
-        sentences = []
-        for j, template in enumerate(templates):
-            out = []
-            for part in template.split("{"):
-                if "}" in part:
-                    slot, rest = part.split("}", 1)
-                    if slot == "P":
-                        word = name if j == 0 else short
-                    elif slot == "T":
-                        word = tone[rng.integers(len(tone))]
-                    else:
-                        word = pick(slot)
-                    out.append(word + rest)
-                else:
-                    out.append(part)
-            sentences.append(_fix_articles("".join(out)))
-        return " ".join(s[0].upper() + s[1:] for s in sentences)
+    def overview(self, movie_id: int) -> str:
+        return render_overview(self.config.seed, self.content_spec(movie_id))
 
     def poster(self, movie_id: int) -> bytes:
-        from PIL import ImageDraw
-
-        i = self._index(movie_id)
-        rng = _rng(self.config.seed, _TAG_POSTER, movie_id)
-        w, h = POSTER_SIZE
-        primary = _STYLE_LIST[self.movie_primary_genre[i]]
-        gain = 1.0 + 0.25 * float(self.movie_tone[i])
-        top, bottom = (_jitter(rng, c, gain) for c in primary.palette[:2])
-        image = _gradient(rng, w, h, top, bottom)
-        draw = ImageDraw.Draw(image)
-        for g, weight in self._genre_shares(i):
-            style = _STYLE_LIST[g]
-            count = max(1, int(round(weight * rng.uniform(7, 11))))
-            _draw_shapes(draw, rng, style.shape, (0, 0, w, int(h * 0.82)), count,
-                         [_jitter(rng, c, gain) for c in style.palette[1:]])
-        band = _jitter(rng, primary.palette[0], 0.45 * gain)
-        draw.rectangle((0, int(h * 0.84), w, h), fill=band)
-        draw.text((8, int(h * 0.87)), self.title(movie_id)[:28], fill=(235, 235, 235),
-                  font=_font())
-        return _jpeg(image)
+        return render_poster(self.config.seed, self.content_spec(movie_id))
 
     def thumbnail(self, movie_id: int) -> bytes:
-        from PIL import Image, ImageDraw
-
-        i = self._index(movie_id)
-        rng = _rng(self.config.seed, _TAG_THUMB, movie_id)
-        w, h = THUMBNAIL_SIZE
-        primary = _STYLE_LIST[self.movie_primary_genre[i]]
-        gain = 1.0 + 0.25 * float(self.movie_tone[i])
-        # A film still: sky and ground split at a horizon, genre shapes across the scene, a
-        # figure in the foreground and letterbox bars; same palette cues as the poster.
-        horizon = int(h * rng.uniform(0.5, 0.7))
-        sky = _gradient(rng, w, horizon, _jitter(rng, primary.palette[1], gain),
-                        _jitter(rng, primary.palette[0], gain))
-        image = Image.new("RGB", (w, h), _jitter(rng, primary.palette[-1], 0.7 * gain))
-        image.paste(sky, (0, 0))
-        draw = ImageDraw.Draw(image)
-        for g, weight in self._genre_shares(i):
-            style = _STYLE_LIST[g]
-            count = max(1, int(round(weight * rng.uniform(6, 10))))
-            _draw_shapes(draw, rng, style.shape, (0, int(h * 0.1), w, int(h * 0.9)), count,
-                         [_jitter(rng, c, gain) for c in style.palette[1:]])
-        x = int(rng.uniform(0.15, 0.85) * w)
-        figure = _jitter(rng, (20, 20, 20), 1.0)
-        draw.ellipse((x - 9, horizon - 52, x + 9, horizon - 34), fill=figure)
-        draw.rectangle((x - 12, horizon - 34, x + 12, horizon + 10), fill=figure)
-        bar = int(h * 0.08)
-        draw.rectangle((0, 0, w, bar), fill=(0, 0, 0))
-        draw.rectangle((0, h - bar, w, h), fill=(0, 0, 0))
-        return _jpeg(image)
+        return render_thumbnail(self.config.seed, self.content_spec(movie_id))
 
     def content(self, movie_ids: Sequence[int]) -> pa.Table:
         """CONTENT_SCHEMA rows for ``movie_ids``, in that order."""
@@ -802,18 +721,151 @@ class SyntheticWorld:
             schema=CONTENT_SCHEMA,
         )
 
-    def _genre_shares(self, i: int) -> list[tuple[int, float]]:
-        weights = self.movie_genre_weights[i]
-        genres = [int(g) for g in np.flatnonzero(weights)]
-        genres.sort(key=lambda g: -weights[g])
-        return [(g, float(weights[g])) for g in genres]
-
     def _index(self, movie_id: int) -> int:
         movie_id = int(movie_id)
         if not 1 <= movie_id <= self.config.n_movies:
             raise DataError(f"movie_id {movie_id} is outside this synthetic world's "
                             f"1..{self.config.n_movies}")
         return movie_id - 1
+
+
+# --------------------------------------------------------------------------------------------
+# Content rendering: pure functions of (seed, spec), shared by the synthetic world and by the
+# stand-in content the local TMDB server gives real MovieLens movies.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ContentSpec:
+    """What a movie's content depends on: a key for its random streams and its genre cues."""
+
+    key: int
+    title: str
+    genre_weights: np.ndarray  # (18,) non-negative, sums to 1
+    primary: int  # index into GENRES
+    tone: float  # in [-1, 1]: darker / lighter palette and words
+
+    def genre_shares(self) -> list[tuple[int, float]]:
+        genres = [int(g) for g in np.flatnonzero(self.genre_weights)]
+        genres.sort(key=lambda g: -self.genre_weights[g])
+        return [(g, float(self.genre_weights[g])) for g in genres]
+
+
+def render_overview(seed: int, spec: ContentSpec) -> str:
+    rng = _rng(seed, _TAG_TEXT, spec.key)
+    weights = spec.genre_weights
+    genres = np.flatnonzero(weights)
+    gp = weights[genres] / weights[genres].sum()
+    tone = _TONE_WORDS[int(np.digitize(spec.tone, [-0.33, 0.33]))]
+    name = f"{_FIRST_NAMES[rng.integers(len(_FIRST_NAMES))]} " \
+           f"{_LAST_NAMES[rng.integers(len(_LAST_NAMES))]}"
+    short = name.split()[0]
+
+    def pick(kind: str) -> str:
+        u = rng.random()
+        if u < 0.70:
+            style = _STYLE_LIST[genres[rng.choice(len(genres), p=gp)]]
+        elif u < 0.80:
+            style = _STYLE_LIST[rng.integers(N_GENRES)]
+        else:
+            pool = {"N": _FILLER_NOUNS, "A": _FILLER_ADJECTIVES, "V": _FILLER_VERBS}[kind]
+            return pool[rng.integers(len(pool))]
+        pool = {"N": style.nouns, "A": style.adjectives, "V": style.verbs}[kind]
+        return pool[rng.integers(len(pool))]
+
+    templates = [_SENTENCES[rng.integers(len(_SENTENCES))]]
+    n_more = 1 + int(rng.random() < 0.5)
+    more = rng.choice(len(_MORE_SENTENCES), n_more, replace=False)
+    templates += [_MORE_SENTENCES[j] for j in more]
+    sentences = []
+    for j, template in enumerate(templates):
+        out = []
+        for part in template.split("{"):
+            if "}" in part:
+                slot, rest = part.split("}", 1)
+                if slot == "P":
+                    word = name if j == 0 else short
+                elif slot == "T":
+                    word = tone[rng.integers(len(tone))]
+                else:
+                    word = pick(slot)
+                out.append(word + rest)
+            else:
+                out.append(part)
+        sentences.append(_fix_articles("".join(out)))
+    return " ".join(s[0].upper() + s[1:] for s in sentences)
+
+def render_poster(seed: int, spec: ContentSpec) -> bytes:
+    from PIL import ImageDraw
+
+    rng = _rng(seed, _TAG_POSTER, spec.key)
+    w, h = POSTER_SIZE
+    primary = _STYLE_LIST[spec.primary]
+    gain = 1.0 + 0.25 * spec.tone
+    top, bottom = (_jitter(rng, c, gain) for c in primary.palette[:2])
+    image = _gradient(rng, w, h, top, bottom)
+    draw = ImageDraw.Draw(image)
+    for g, weight in spec.genre_shares():
+        style = _STYLE_LIST[g]
+        count = max(1, int(round(weight * rng.uniform(7, 11))))
+        _draw_shapes(draw, rng, style.shape, (0, 0, w, int(h * 0.82)), count,
+                     [_jitter(rng, c, gain) for c in style.palette[1:]])
+    band = _jitter(rng, primary.palette[0], 0.45 * gain)
+    draw.rectangle((0, int(h * 0.84), w, h), fill=band)
+    draw.text((8, int(h * 0.87)), spec.title[:28], fill=(235, 235, 235),
+              font=_font())
+    return _jpeg(image)
+
+def render_thumbnail(seed: int, spec: ContentSpec) -> bytes:
+    from PIL import Image, ImageDraw
+
+    rng = _rng(seed, _TAG_THUMB, spec.key)
+    w, h = THUMBNAIL_SIZE
+    primary = _STYLE_LIST[spec.primary]
+    gain = 1.0 + 0.25 * spec.tone
+    # A film still: sky and ground split at a horizon, genre shapes across the scene, a
+    # figure in the foreground and letterbox bars; same palette cues as the poster.
+    horizon = int(h * rng.uniform(0.5, 0.7))
+    sky = _gradient(rng, w, horizon, _jitter(rng, primary.palette[1], gain),
+                    _jitter(rng, primary.palette[0], gain))
+    image = Image.new("RGB", (w, h), _jitter(rng, primary.palette[-1], 0.7 * gain))
+    image.paste(sky, (0, 0))
+    draw = ImageDraw.Draw(image)
+    for g, weight in spec.genre_shares():
+        style = _STYLE_LIST[g]
+        count = max(1, int(round(weight * rng.uniform(6, 10))))
+        _draw_shapes(draw, rng, style.shape, (0, int(h * 0.1), w, int(h * 0.9)), count,
+                     [_jitter(rng, c, gain) for c in style.palette[1:]])
+    x = int(rng.uniform(0.15, 0.85) * w)
+    figure = _jitter(rng, (20, 20, 20), 1.0)
+    draw.ellipse((x - 9, horizon - 52, x + 9, horizon - 34), fill=figure)
+    draw.rectangle((x - 12, horizon - 34, x + 12, horizon + 10), fill=figure)
+    bar = int(h * 0.08)
+    draw.rectangle((0, 0, w, bar), fill=(0, 0, 0))
+    draw.rectangle((0, h - bar, w, h), fill=(0, 0, 0))
+    return _jpeg(image)
+
+
+
+def standin_content(title: str, year: int | None, genres: Sequence[str], seed: int = 0
+                    ) -> tuple[str, bytes, bytes]:
+    """(overview, poster JPEG, thumbnail JPEG) for a real movie we have no content for.
+
+    Rendered with the synthetic world's genre vocabularies, palettes and shapes from the
+    movie's real genres, keyed by its title and year, so the stand-in carries the same kind of
+    genre cues real posters do and is identical on every run.
+    """
+    known = [GENRES.index(g) for g in genres if g in GENRES]
+    weights = np.zeros(N_GENRES)
+    if known:
+        weights[known] = 1.0 / len(known)
+    else:
+        weights[GENRES.index("Drama")] = 1.0  # unknown genre: the catalogue's most common one
+    key = zlib.crc32(f"{title}|{year}".encode("utf-8"))
+    tone = (key % 2001) / 1000.0 - 1.0
+    spec = ContentSpec(key=key, title=title, genre_weights=weights,
+                       primary=known[0] if known else GENRES.index("Drama"), tone=0.5 * tone)
+    return render_overview(seed, spec), render_poster(seed, spec), render_thumbnail(seed, spec)
 
 
 # --------------------------------------------------------------------------------------------
