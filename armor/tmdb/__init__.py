@@ -1,0 +1,1 @@
+"""TMDB access: the async client, MovieLens -> TMDB linking, and a local TMDB-compatible fixture server."""
