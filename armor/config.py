@@ -124,3 +124,47 @@ def from_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
 def merge(config: T, **overrides: Any) -> T:
     """A copy of ``config`` with ``overrides`` applied and validated (used for Tune samples)."""
     return dataclasses.replace(config, **overrides)  # type: ignore[type-var]
+
+
+MissingModalityPolicy = Literal["exclude", "impute"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScrapeConfig:
+    """TMDB enrichment. URLs default to the real TMDB API, image CDN and YouTube thumbnails.
+
+    ``rate_limit`` is for the whole job: each of the ``actors`` gets an equal share.
+    ``missing_modality``: "exclude" (the paper) drops movies lacking overview, poster or
+    thumbnail from the multimodal benchmark; "impute" keeps them with the missing modality
+    filled in downstream (and says how many).
+    """
+
+    api_url: str = "https://api.themoviedb.org"
+    image_url: str = "https://image.tmdb.org/t/p"
+    thumbnail_url: str = "https://img.youtube.com"
+    poster_size: str = "w500"
+    rate_limit: float = 40.0
+    burst: int | None = None
+    actors: int = 2
+    batch_size: int = 16
+    max_connections: int = 16
+    max_attempts: int = 5
+    link_threshold: float = 0.6
+    missing_modality: MissingModalityPolicy = "exclude"
+
+    def __post_init__(self) -> None:
+        _check(self.rate_limit > 0, "scrape.rate_limit", f"must be > 0 requests/s, got {self.rate_limit}")
+        _check(self.burst is None or self.burst >= 1, "scrape.burst", "must be >= 1")
+        _check(self.actors >= 1, "scrape.actors", f"must be >= 1, got {self.actors}")
+        _check(self.batch_size >= 1, "scrape.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.max_connections >= 1, "scrape.max_connections", "must be >= 1")
+        _check(self.max_attempts >= 1, "scrape.max_attempts", "must be >= 1")
+        _check(0.0 <= self.link_threshold <= 1.0, "scrape.link_threshold", "must be in [0, 1]")
+        _check(self.missing_modality in ("exclude", "impute"), "scrape.missing_modality",
+               f"must be exclude or impute, got {self.missing_modality!r}")
+
+    def per_actor_rate(self) -> tuple[float, int]:
+        """(requests/s, burst) for one actor, so that all actors together stay under the limit."""
+        rate = self.rate_limit / self.actors
+        burst = self.burst if self.burst is not None else max(1, round(self.rate_limit / 4))
+        return rate, max(1, burst // self.actors)

@@ -14,6 +14,8 @@ from pipelines.cli import run_command
 # none imports Ray at import time, so `armor --help` stays fast.
 STAGES = {
     "data": ("pipelines.data", "prepare MovieLens, generate synthetic worlds, split"),
+    "scrape": ("pipelines.scrape", "enrich movies from TMDB on Ray Data (overview, poster, trailer thumbnail)"),
+    "tmdb-fixture": ("pipelines.tmdb_fixture", "serve a local TMDB-compatible API for tests and offline demos"),
     "evaluate": ("pipelines.evaluate", "evaluate a baseline or a saved model under full ranking"),
     "demo": ("pipelines.demo", "run the whole pipeline end to end on the embedded ML-100K"),
 }

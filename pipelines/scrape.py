@@ -1,0 +1,221 @@
+"""Enrich the workspace's movies from TMDB on Ray Data: overview, poster, trailer thumbnail.
+
+Reads WORKSPACE/movies.parquet (from `armor data prepare`), links movies without a TMDB id by
+title and year, and writes one row per movie to WORKSPACE/tmdb/ (Parquet parts). Rerunning
+skips movies already `ok` and retries the others; a killed run continues where it stopped.
+
+Credentials come from TMDB_API_TOKEN (v4 read token) or TMDB_API_KEY (v3 key). On a cluster,
+set them in the workers' environment (the cluster's setup or runtime_env env_vars).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from armor.config import ScrapeConfig
+from pipelines.cli import add_common, stage_main
+
+log = logging.getLogger("armor.scrape")
+
+
+class ScrapeWorker:
+    """Ray Data actor: scrapes a batch of movies and writes it as one Parquet part.
+
+    Writing the part here, not in a downstream writer, is what makes a killed job resumable:
+    a part exists only when its batch is complete. The rate limiter lives as long as the actor,
+    so its share of the job's rate holds across batches.
+    """
+
+    def __init__(self, config: ScrapeConfig, store_dir: str, credentials):  # noqa: ANN001 - a Credentials
+        from armor.tmdb.scrape import ScrapeStore
+
+        self.config = config
+        self.credentials = credentials
+        self.store = ScrapeStore(store_dir)
+        self.rate, self.burst = config.per_actor_rate()
+        self.limiter = None
+
+    async def __call__(self, batch):  # noqa: ANN001 - a pyarrow Table from Ray Data
+        import numpy as np
+
+        from armor.tmdb.client import RateLimiter
+        from armor.tmdb.scrape import make_client, scrape_batch
+
+        if self.limiter is None:  # created in the actor's event loop
+            self.limiter = RateLimiter(self.rate, self.burst)
+        started = time.monotonic()
+        async with make_client(self.config, self.credentials, rate_limiter=self.limiter) as client:
+            table = await scrape_batch(client, batch.to_pylist(), self.config.link_threshold)
+            stats = client.stats
+        await asyncio.get_running_loop().run_in_executor(None, self.store.write_part, table)
+        n = table.num_rows
+        first_only = np.zeros(n, dtype=np.int64)
+        requests, retries = first_only.copy(), first_only.copy()
+        if n:
+            requests[0], retries[0] = stats.requests, stats.retries
+        return {"movie_id": table["movie_id"].to_numpy(), "status": table["status"].to_numpy(zero_copy_only=False),
+                "requests": requests, "retries": retries,
+                "seconds": np.full(n, time.monotonic() - started)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = ScrapeConfig()
+    parser.add_argument("--workspace", required=True, type=Path, help="workspace written by `armor data prepare`")
+    parser.add_argument("--tmdb-api-url", default=defaults.api_url, help="requests go to URL/3/...")
+    parser.add_argument("--tmdb-image-url", default=defaults.image_url, help="posters at URL/SIZE/POSTER_PATH")
+    parser.add_argument("--thumbnail-url", default=defaults.thumbnail_url,
+                        help="trailer thumbnails at URL/vi/KEY/hqdefault.jpg")
+    parser.add_argument("--poster-size", default=defaults.poster_size)
+    parser.add_argument("--rate-limit", type=float, default=defaults.rate_limit,
+                        help="requests/s for the whole job, shared out across actors (default 40)")
+    parser.add_argument("--burst", type=int, default=None, help="token-bucket burst for the whole job")
+    parser.add_argument("--actors", type=int, default=defaults.actors, help="scraper actors (default 2)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="movies per batch")
+    parser.add_argument("--max-attempts", type=int, default=defaults.max_attempts)
+    parser.add_argument("--link-threshold", type=float, default=defaults.link_threshold,
+                        help="minimum title/year match confidence when linking by search")
+    parser.add_argument("--missing-modality", choices=("exclude", "impute"), default=defaults.missing_modality,
+                        help="movies lacking a modality: exclude them from the multimodal benchmark (the "
+                        "paper) or impute the missing modality downstream")
+    parser.add_argument("--limit", type=int, default=None, help="scrape only the first N pending movies")
+    add_common(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> ScrapeConfig:
+    return ScrapeConfig(api_url=args.tmdb_api_url, image_url=args.tmdb_image_url, thumbnail_url=args.thumbnail_url,
+                        poster_size=args.poster_size, rate_limit=args.rate_limit, burst=args.burst,
+                        actors=args.actors, batch_size=args.batch_size, max_attempts=args.max_attempts,
+                        link_threshold=args.link_threshold, missing_modality=args.missing_modality)
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = scrape(args.workspace, config_from_args(args), limit=args.limit)
+    print(format_summary(summary))
+    return 0
+
+
+def scrape(workspace: Path, config: ScrapeConfig, limit: int | None = None) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from tqdm.auto import tqdm
+
+    from armor.io import write_text
+    from armor.tmdb.scrape import ScrapeStore, make_client, modality_coverage, pending_requests
+    from armor.workspace import Workspace
+    from pipelines.ray_utils import quiet_ray_data, ray_session
+
+    ws = Workspace(workspace)
+    ws.require(ws.movies, hint="run `armor data prepare --out WORKSPACE` first")
+    store = ScrapeStore(ws.tmdb)
+    store.compact()  # a previous run may have been killed before compacting
+    movies = pq.read_table(ws.movies)
+    todo = pending_requests(movies, store)
+    if limit is not None:
+        todo = todo.slice(0, limit)
+    log.info("scrape: %d movies, %d to request", movies.num_rows, todo.num_rows)
+
+    counts: dict[str, int] = {}
+    requests = retries = 0
+    started = time.monotonic()
+    if todo.num_rows:
+        from armor.tmdb.client import Credentials
+
+        credentials = Credentials.resolve()  # from this driver's environment, handed to the actors
+
+        async def preflight() -> None:
+            async with make_client(config, credentials) as client:
+                await client.check_credentials()
+
+        asyncio.run(preflight())  # a bad key fails here, before any actor starts
+        import ray
+
+        with ray_session():
+            quiet_ray_data()
+            # Many small blocks so that every actor keeps pulling work until the end.
+            step = config.batch_size
+            blocks = [todo.slice(i, step) for i in range(0, todo.num_rows, step)]
+            ds = ray.data.from_arrow(blocks).map_batches(
+                ScrapeWorker, fn_constructor_kwargs={"config": config, "store_dir": str(store.directory),
+                                                     "credentials": credentials},
+                batch_size=config.batch_size, batch_format="pyarrow", num_cpus=0.25,
+                compute=ray.data.ActorPoolStrategy(size=config.actors))
+            bar = tqdm(total=todo.num_rows, desc="scrape", unit="movie", disable=None)  # None: only on a terminal
+            started = time.monotonic()  # rates exclude Ray's start-up
+            try:
+                for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                    for status in batch["status"].to_pylist():
+                        counts[status] = counts.get(status, 0) + 1
+                    requests += int(pa.compute.sum(batch["requests"]).as_py() or 0)
+                    retries += int(pa.compute.sum(batch["retries"]).as_py() or 0)
+                    bar.update(batch.num_rows)
+                    bar.set_postfix(ok=counts.get("ok", 0), req_s=f"{requests / (time.monotonic() - started):.1f}")
+            except Exception as exc:  # Ray wraps worker exceptions; surface a credentials error plainly
+                from armor.tmdb.client import AuthError
+
+                cause = exc
+                while cause is not None and not isinstance(cause, AuthError):
+                    cause = cause.__cause__
+                if cause is not None:
+                    raise AuthError(str(cause)) from None
+                raise
+            finally:
+                bar.close()
+        store.compact()
+    elapsed = time.monotonic() - started
+
+    table = store.read(["movie_id", "status", "overview", "poster", "thumbnail"])
+    coverage = modality_coverage(table)
+    from armor.tmdb.scrape import multimodal_movie_ids
+
+    summary = {
+        "movies": movies.num_rows,
+        "requested_this_run": todo.num_rows,
+        "this_run_by_status": counts,
+        "stored_by_status": {s: int(c) for s, c in zip(*_value_counts(table["status"]))},
+        "requests": requests, "retries": retries, "seconds": round(elapsed, 2),
+        "requests_per_second": round(requests / elapsed, 2) if elapsed > 0 and requests else 0.0,
+        "rate_limit": config.rate_limit,
+        "modalities": coverage.as_dict(),
+        "missing_modality_policy": config.missing_modality,
+        "multimodal_movies": int(multimodal_movie_ids(table, config.missing_modality).size),
+    }
+    write_text(json.dumps(summary, indent=2) + "\n", ws.tmdb / "summary.json")
+    return summary
+
+
+def _value_counts(column) -> tuple[list[str], list[int]]:  # noqa: ANN001
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(column)
+    return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    stored = summary["stored_by_status"]
+    modalities = summary["modalities"]
+    lines = [
+        f"TMDB scrape: {summary['movies']} movies; this run requested {summary['requested_this_run']} "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(summary['this_run_by_status'].items())) or 'nothing to do'})",
+        f"  stored: {', '.join(f'{k} {v}' for k, v in sorted(stored.items()))}",
+        f"  requests: {summary['requests']} in {summary['seconds']} s = {summary['requests_per_second']} req/s "
+        f"(limit {summary['rate_limit']:g}), retries {summary['retries']}",
+        f"  modalities: text {modalities['with_text']}, poster {modalities['with_poster']}, thumbnail "
+        f"{modalities['with_thumbnail']}, all three {modalities['complete']}",
+        f"  multimodal benchmark ({summary['missing_modality_policy']} policy): {summary['multimodal_movies']} movies, "
+        f"{summary['movies'] - summary['multimodal_movies']} left out",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(add_arguments, run, "python -m pipelines.scrape", __doc__ or "", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
