@@ -82,7 +82,7 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
     parts: dict[str, list[np.ndarray]] = {}
     recommended = {k: np.zeros(data.n_items, dtype=bool) for k in config.ks}
     batches = iter_user_batches(users, data.n_items, config.batch_size)
-    for batch in tqdm(list(batches), desc=f"evaluate {model_name} on {split}", disable=not progress,
+    for batch in tqdm(list(batches), desc=f"evaluate {model_name} on {split}", disable=None if progress else True,
                       unit="batch"):
         history = data.train[batch]
         # The contract lets us write into the returned array; copy only if it is not ours to change.
