@@ -1,11 +1,7 @@
-"""The scrape stage without Ray: what one batch of movies costs, and the resumable store.
+"""The scrape stage without Ray: what one batch of movies costs, and where rows are kept.
 
-The store is a directory of Parquet parts, one per scraped batch, each written to a hidden
-temporary name and renamed when complete. A movie can appear in several parts after a rerun
-(a retry of a failed movie, or a run killed before it compacted); ``compact`` keeps one row per
-movie -- the ``ok`` one if any, else the latest -- by rewriting only the parts that hold
-superseded rows. Compaction is idempotent, so a run killed at any moment and run again ends with
-every movie exactly once.
+Rows go to a PartStore (armor/parts.py): one Parquet part per scraped batch, compacted to one
+row per movie, so a run killed at any moment and run again ends with every movie exactly once.
 """
 
 from __future__ import annotations
@@ -14,18 +10,15 @@ import asyncio
 import dataclasses
 import logging
 import time
-import uuid
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from armor.config import ScrapeConfig
-from armor.io import atomic_path
+from armor.parts import PartStore
 from armor.tmdb.client import AuthError, Credentials, RateLimiter, TMDBClient
 from armor.tmdb.linking import link_movie
 
@@ -105,91 +98,11 @@ async def scrape_batch(client: TMDBClient, requests: list[dict[str, Any]], link_
     return pa.table(columns, schema=SCRAPE_SCHEMA)
 
 
-class ScrapeStore:
+class ScrapeStore(PartStore):
     """The ``tmdb/`` directory of a workspace."""
 
     def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-
-    def parts(self) -> list[Path]:
-        if not self.directory.exists():
-            return []
-        return sorted(p for p in self.directory.glob("part-*.parquet") if p.is_file())
-
-    def write_part(self, table: pa.Table) -> Path:
-        first = int(pc.min(table["movie_id"]).as_py()) if table.num_rows else 0
-        path = self.directory / f"part-{first:09d}-{uuid.uuid4().hex[:12]}.parquet"
-        with atomic_path(path) as tmp:
-            pq.write_table(table.cast(SCRAPE_SCHEMA), tmp)
-        return path
-
-    def _index(self) -> pa.Table:
-        """movie_id, status, scraped_at, part, row for every stored row (no image bytes read)."""
-        pieces = []
-        for number, path in enumerate(self.parts()):
-            t = pq.read_table(path, columns=["movie_id", "status", "scraped_at"])
-            pieces.append(t.append_column("part", pa.array(np.full(t.num_rows, number, np.int32)))
-                           .append_column("row", pa.array(np.arange(t.num_rows, dtype=np.int32))))
-        if not pieces:
-            return pa.table({"movie_id": pa.array([], pa.int32()), "status": pa.array([], pa.string()),
-                             "scraped_at": pa.array([], pa.timestamp("ms", tz="UTC")),
-                             "part": pa.array([], pa.int32()), "row": pa.array([], pa.int32())})
-        return pa.concat_tables(pieces)
-
-    def statuses(self) -> dict[int, str]:
-        """movie_id -> status of its winning row."""
-        index = self._winners(self._index())
-        return dict(zip(index["movie_id"].to_pylist(), index["status"].to_pylist()))
-
-    @staticmethod
-    def _winners(index: pa.Table) -> pa.Table:
-        if index.num_rows == 0:
-            return index
-        not_ok = pc.not_equal(index["status"], "ok").cast(pa.int8())
-        order = pc.sort_indices(
-            index.append_column("not_ok", not_ok),
-            sort_keys=[("movie_id", "ascending"), ("not_ok", "ascending"), ("scraped_at", "descending"),
-                       ("part", "descending"), ("row", "descending")])
-        ranked = index.take(order)
-        movie = ranked["movie_id"].to_numpy()
-        first = np.r_[True, movie[1:] != movie[:-1]]
-        return ranked.filter(pa.array(first))
-
-    def compact(self) -> int:
-        """Drop superseded rows so each movie appears once; returns how many rows were dropped."""
-        parts = self.parts()
-        index = self._index()
-        winners = self._winners(index)
-        keep = {(p, r) for p, r in zip(winners["part"].to_pylist(), winners["row"].to_pylist())}
-        dropped = index.num_rows - winners.num_rows
-        if dropped == 0:
-            return 0
-        by_part: dict[int, list[int]] = {}
-        for p, r in zip(index["part"].to_pylist(), index["row"].to_pylist()):
-            by_part.setdefault(p, [])
-            if (p, r) in keep:
-                by_part[p].append(r)
-        for number, rows in by_part.items():
-            path = parts[number]
-            total = pq.ParquetFile(path).metadata.num_rows
-            if len(rows) == total:
-                continue
-            if not rows:
-                path.unlink()
-                continue
-            table = pq.read_table(path).take(pa.array(rows))
-            with atomic_path(path) as tmp:
-                pq.write_table(table, tmp)
-        log.info("compacted %s: dropped %d superseded rows", self.directory, dropped)
-        return dropped
-
-    def read(self, columns: Iterable[str] | None = None) -> pa.Table:
-        """Every stored row (call ``compact`` first for one row per movie)."""
-        parts = self.parts()
-        if not parts:
-            return SCRAPE_SCHEMA.empty_table() if columns is None else \
-                pa.schema([SCRAPE_SCHEMA.field(c) for c in columns]).empty_table()
-        return pa.concat_tables(pq.read_table(p, columns=list(columns) if columns else None) for p in parts)
+        super().__init__(directory, SCRAPE_SCHEMA, time_column="scraped_at")
 
 
 def pending_requests(movies: pa.Table, store: ScrapeStore) -> pa.Table:

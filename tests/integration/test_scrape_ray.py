@@ -1,7 +1,6 @@
 """The Ray Data scrape job against the local TMDB-compatible server."""
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
