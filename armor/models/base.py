@@ -8,6 +8,7 @@ over the catalogue). Embedding models answer through ``item_embeddings`` and
 from __future__ import annotations
 
 import abc
+import importlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +23,13 @@ MODEL_FILE = "model.json"
 ARRAYS_FILE = "arrays.npz"
 
 _REGISTRY: dict[str, type[Recommender]] = {}
+# Where each kind is defined, so a saved model loads without its module imported first.
+_KIND_MODULES = {
+    "popularity": "armor.models.baselines", "random": "armor.models.baselines",
+    "bpr": "armor.models.bpr", "lightgcn": "armor.models.lightgcn",
+    "fused": "armor.models.content", "content-raw": "armor.models.content",
+    "content-projected": "armor.models.content",
+}
 
 
 class Recommender(abc.ABC):
@@ -80,6 +88,8 @@ def load_recommender(directory: str | Path) -> Recommender:
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"not a saved ARMoR model ({exc})", path=directory / MODEL_FILE) from exc
     kind = meta.get("kind")
+    if kind not in _REGISTRY and kind in _KIND_MODULES:
+        importlib.import_module(_KIND_MODULES[kind])
     if kind not in _REGISTRY:
         raise DataError(f"unknown model kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}",
                         path=directory / MODEL_FILE)
