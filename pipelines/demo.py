@@ -30,7 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scrape-rate", type=float, default=300.0,
                         help="requests/s against the local server (the real TMDB default is 40)")
-    parser.add_argument("--skip-scrape", action="store_true", help="baselines only; no TMDB enrichment")
+    parser.add_argument("--skip-scrape", action="store_true", help="baselines only; no TMDB enrichment or encoding")
+    parser.add_argument("--image-backbone", choices=("efficientnet-lite0", "resnet50"), default="efficientnet-lite0",
+                        help="resnet50 (the paper's) needs its ImageNet weights in torchvision's cache")
     add_common(parser)
 
 
@@ -51,9 +53,18 @@ def run(args: argparse.Namespace) -> int:
     ws = Workspace(args.workspace)
     source = movielens.resolve_movielens(args.movielens, DEFAULT_CACHE)
     counts = movielens.prepare(source, ws.root)
-    log.info("[1/4] prepared %s: %s", source, counts)
+    log.info("[1/5] prepared %s: %s", source, counts)
 
-    scrape_report = "" if args.skip_scrape else scrape_through_local_server(ws, args.scrape_rate)
+    scrape_report = encode_report = ""
+    if not args.skip_scrape:
+        from armor.config import EncodeConfig
+        from pipelines.encode import encode, format_summary
+        from pipelines.ray_utils import ray_session
+
+        with ray_session():  # one Ray runtime for every stage
+            scrape_report = scrape_through_local_server(ws, args.scrape_rate)
+            encode_report = format_summary(encode(ws.root, EncodeConfig(image_backbone=args.image_backbone)))
+        log.info("[3/5] %s", encode_report)
 
     interactions = pq.read_table(ws.interactions)
     movies = pq.read_table(ws.movies)
@@ -68,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         tables = split_interactions(interactions, split_config)
         write_splits(tables, split_config, ws.split_dir(protocol))
         data = build_split_data(tables, movies["movie_id"].to_numpy(), movies)
-        log.info("[3/4] split %s: %d users, %d items, train/valid/test = %d/%d/%d", protocol, data.n_users,
+        log.info("[4/5] split %s: %d users, %d items, train/valid/test = %d/%d/%d", protocol, data.n_users,
                  data.n_items, data.train.nnz, data.valid.nnz, data.test.nnz)
         results = []
         for model in (Popularity(), RandomRanker(seed=args.seed)):
@@ -85,14 +96,15 @@ def run(args: argparse.Namespace) -> int:
         markdown.append(markdown_table(results, columns=extra, with_ci=False))
         csv_parts.append(csv_table(results, {"protocol": protocol}))
     if scrape_report:
-        markdown.insert(2, "## TMDB enrichment (local stand-in server)\n\n```\n" + scrape_report + "\n```\n")
+        markdown.insert(2, "## TMDB enrichment (local stand-in server) and features\n\n```\n" + scrape_report
+                        + "\n" + encode_report + "\n```\n")
     report = "\n".join(markdown)
     write_text(report, ws.root / "baselines.md")
     header, *_ = csv_parts[0].splitlines()
     write_text("\n".join([header] + [line for part in csv_parts for line in part.splitlines()[1:]]) + "\n",
                ws.root / "baselines.csv")
     print(report)
-    log.info("[4/4] wrote %s and %s in %.1f s", ws.root / "baselines.md", ws.root / "baselines.csv",
+    log.info("[5/5] wrote %s and %s in %.1f s", ws.root / "baselines.md", ws.root / "baselines.csv",
              time.perf_counter() - started)
     return 0
 
@@ -118,7 +130,7 @@ def scrape_through_local_server(ws, rate: float) -> str:  # noqa: ANN001 - a Wor
             else:
                 os.environ["TMDB_API_TOKEN"] = previous
     text = format_summary(summary)
-    log.info("[2/4] %s", text)
+    log.info("[2/5] %s", text)
     return text
 
 
