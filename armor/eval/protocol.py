@@ -70,10 +70,17 @@ def mask_rows(scores: np.ndarray, excluded: sp.csr_matrix) -> None:
 
 def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"],
              config: EvalConfig = EvalConfig(), name: str | None = None,
-             progress: bool = False) -> EvaluationResult:
+             progress: bool = False, relevant_items: np.ndarray | None = None) -> EvaluationResult:
+    """``relevant_items`` (column indices) restricts what counts as a hit, e.g. to cold-start
+    items; the ranking still covers the whole catalogue."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     truth_all = data.valid if split == "valid" else data.test
+    if relevant_items is not None:
+        keep = np.zeros(data.n_items, dtype=np.float32)
+        keep[np.asarray(relevant_items, dtype=np.int64)] = 1.0
+        truth_all = (truth_all @ sp.diags(keep)).tocsr()
+        truth_all.eliminate_zeros()
     excluded_all = data.train if split == "valid" else (data.train + data.valid).tocsr()
     users = np.flatnonzero(np.diff(truth_all.indptr) > 0)
     max_k = max(config.ks)

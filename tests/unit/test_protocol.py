@@ -135,3 +135,14 @@ def test_baselines_save_and_load(tmp_path, model):
     loaded = load_recommender(tmp_path / "m")
     users = np.arange(20)
     np.testing.assert_array_equal(loaded.score(users, train), model.score(users, train))
+
+
+def test_relevant_items_restricts_hits_but_not_the_ranking():
+    data = tiny_split()
+    scores = [[9, 8, 7, 6, 5, 4], [9, 1, 2, 3, 0.5, 8]]
+    # user 1's test items are 1 and 4; counting only item 4 as relevant, its rank is 4
+    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(3, 4), bootstrap_samples=0),
+                      relevant_items=np.array([4]))
+    assert result.users.tolist() == [1]  # user 0 has no relevant test item left
+    assert result.per_user["recall@3"].tolist() == [0.0]
+    assert result.per_user["recall@4"].tolist() == [1.0]
