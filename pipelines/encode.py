@@ -72,7 +72,6 @@ def describe_encoders(config: EncodeConfig) -> tuple[dict[str, int], dict[str, A
 
 def encode(workspace: Path, config: EncodeConfig, *, overwrite: bool = False, limit: int | None = None,
            features_dir: Path | None = None) -> dict[str, Any]:
-    import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
     import ray
