@@ -17,6 +17,7 @@ STAGES = {
     "scrape": ("pipelines.scrape", "enrich movies from TMDB on Ray Data (overview, poster, trailer thumbnail)"),
     "tmdb-fixture": ("pipelines.tmdb_fixture", "serve a local TMDB-compatible API for tests and offline demos"),
     "encode": ("pipelines.encode", "embed overviews, posters and thumbnails into a feature store on Ray Data"),
+    "train": ("pipelines.train", "train a model with Ray Train (or --local), early-stopped on validation"),
     "evaluate": ("pipelines.evaluate", "evaluate a baseline or a saved model under full ranking"),
     "demo": ("pipelines.demo", "run the whole pipeline end to end on the embedded ML-100K"),
 }
