@@ -46,6 +46,9 @@ class TrainJob:
     lightgcn: LightGCNConfig = LightGCNConfig()
     missing_modality: str = "exclude"
     features_dir: str | None = None
+    # BPR / LightGCN: pick hyperparameters on validation from a grid ("default": the module's
+    # DEFAULT_GRID, "small": a quick one) instead of using the given config.
+    grid: str | None = None
     # Chaos testing: kill this rank's process once, right after it reports this epoch.
     kill_rank_after_epoch: tuple[int, int] | None = None
     kill_marker: str | None = None
@@ -159,6 +162,8 @@ def train(job: TrainJob, *, workers: int = 1, use_gpu: bool = False, local: bool
     last_report: dict[str, Any] = {}
     if job.model in INSTANT:
         model.fit(bench.data.train, bench.data.valid)
+    elif job.grid is not None:
+        model, history = _grid_search(job, bench)
     elif local:
         model.fit(bench.data.train, data=bench.data)
         history = list(getattr(model, "history", []))
@@ -197,6 +202,35 @@ def run_name(job: TrainJob, name: str, workers: int) -> str:
     identity = {**dataclasses.asdict(job), "kill_rank_after_epoch": None, "kill_marker": None, "workers": workers}
     digest = hashlib.sha1(json.dumps(_jsonable(identity), sort_keys=True).encode()).hexdigest()[:10]
     return f"{name}-{digest}"
+
+
+SMALL_GRIDS = {
+    "bpr": {"factors": [64], "learning_rate": [0.005, 0.02], "regularization": [0.001], "iterations": [300]},
+    "lightgcn": {"dim": [64], "layers": [3], "lr": [5e-3], "reg": [1e-3], "epochs": [150]},
+}
+
+
+def _grid_search(job: TrainJob, bench):  # noqa: ANN001, ANN202
+    """Validation-only grid search for an interaction model, in this process."""
+    from armor.errors import ConfigError
+    from armor.models.tuning import grid_search
+
+    if job.model not in INTERACTION:
+        raise ConfigError(f"--grid applies to bpr and lightgcn; tune {job.model} with `armor tune`")
+    if job.model == "bpr":
+        from armor.models.bpr import BPR, DEFAULT_GRID
+
+        def build(params):  # noqa: ANN001, ANN202
+            return BPR(dataclasses.replace(job.bpr, **params))
+    else:
+        from armor.models.lightgcn import DEFAULT_GRID, LightGCN
+
+        def build(params):  # noqa: ANN001, ANN202
+            return LightGCN(dataclasses.replace(job.lightgcn, **params))
+    grid = DEFAULT_GRID if job.grid == "default" else SMALL_GRIDS[job.model]
+    params, model, table = grid_search(build, grid, bench.data)
+    log.info("%s grid: chose %s", job.model, params)
+    return model, [{"grid": table, "chosen": params}]
 
 
 def _fit_on_ray(job: TrainJob, *, workers: int, use_gpu: bool, max_failures: int, storage: Path, name: str,
@@ -289,6 +323,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     objective.add_argument("--patience", type=int, default=train.patience)
     objective.add_argument("--seed", type=int, default=train.seed)
     cf = parser.add_argument_group("BPR / LightGCN")
+    cf.add_argument("--grid", choices=("default", "small"), default=None,
+                    help="choose BPR/LightGCN hyperparameters on validation from a grid (in this process)")
     cf.add_argument("--factors", type=int, default=bpr.factors, help="BPR factors")
     cf.add_argument("--bpr-lr", type=float, default=bpr.learning_rate)
     cf.add_argument("--bpr-reg", type=float, default=bpr.regularization)
@@ -304,6 +340,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def job_from_args(args: argparse.Namespace) -> TrainJob:
     return TrainJob(
         workspace=str(args.workspace), split=args.split, model=args.model, missing_modality=args.missing_modality,
+        grid=args.grid,
         features_dir=None if args.features_dir is None else str(args.features_dir),
         fusion=FusionConfig(dim=args.dim, out_dim=args.out_dim, heads=args.heads, dropout=args.dropout),
         train=TrainConfig(objective=args.objective, margin=args.margin, temperature=args.temperature,
