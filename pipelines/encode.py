@@ -17,6 +17,7 @@ from typing import Any
 
 from armor.config import EncodeConfig
 from pipelines.cli import add_common, stage_main
+from pipelines.tracking import add_tracking_arguments, options, stage_run
 
 log = logging.getLogger("armor.encode")
 
@@ -190,6 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--features-dir", type=Path, default=None, help="default WORKSPACE/features")
     parser.add_argument("--overwrite", action="store_true", help="re-encode when the encoders changed")
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N pending movies")
+    add_tracking_arguments(parser)
     add_common(parser)
 
 
@@ -200,8 +202,16 @@ def config_from_args(args: argparse.Namespace) -> EncodeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = encode(args.workspace, config_from_args(args), overwrite=args.overwrite, limit=args.limit,
-                     features_dir=args.features_dir)
+    from pipelines.scrape import flat_numbers
+
+    config = config_from_args(args)
+    with stage_run("encode", args.workspace, config, **options(args)) as tracked:
+        summary = encode(args.workspace, config, overwrite=args.overwrite, limit=args.limit,
+                         features_dir=args.features_dir)
+        if tracked is not None:
+            tracked.log_metrics(flat_numbers({k: v for k, v in summary.items() if k != "encoders"}))
+            tracked.log_artifact(Path(summary["directory"]) / "encoders.json")
+            tracked.set_tags({f"encoder.{m}": e.get("backbone") or e.get("model") for m, e in summary["encoders"].items()})
     print(format_summary(summary))
     return 0
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.cli import add_common, stage_main
+from pipelines.tracking import add_tracking_arguments, options, stage_run
 
 log = logging.getLogger("armor.report")
 
@@ -42,12 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="default WORKSPACE/report")
+    add_tracking_arguments(parser)
     add_common(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = make_report(args.workspace, args.split, policy=args.missing_modality, names=args.models,
-                      query_title=args.query_title, bootstrap=args.bootstrap, seed=args.seed, out=args.out)
+    settings = {"split": args.split, "policy": args.missing_modality, "models": args.models or "all",
+                "bootstrap": args.bootstrap, "seed": args.seed}
+    with stage_run("report", args.workspace, settings, **options(args)) as tracked:
+        out = make_report(args.workspace, args.split, policy=args.missing_modality, names=args.models,
+                          query_title=args.query_title, bootstrap=args.bootstrap, seed=args.seed, out=args.out)
+        if tracked is not None:
+            tracked.log_artifacts(out, artifact_path="report")
     print((out / "report.md").read_text())
     return 0
 

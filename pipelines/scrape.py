@@ -20,6 +20,7 @@ from typing import Any
 
 from armor.config import ScrapeConfig
 from pipelines.cli import add_common, stage_main
+from pipelines.tracking import add_tracking_arguments, options, stage_run
 
 log = logging.getLogger("armor.scrape")
 
@@ -84,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="movies lacking a modality: exclude them from the multimodal benchmark (the "
                         "paper) or impute the missing modality downstream")
     parser.add_argument("--limit", type=int, default=None, help="scrape only the first N pending movies")
+    add_tracking_arguments(parser)
     add_common(parser)
 
 
@@ -95,9 +97,25 @@ def config_from_args(args: argparse.Namespace) -> ScrapeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = scrape(args.workspace, config_from_args(args), limit=args.limit)
+    config = config_from_args(args)
+    with stage_run("scrape", args.workspace, config, **options(args)) as tracked:
+        summary = scrape(args.workspace, config, limit=args.limit)
+        if tracked is not None:
+            tracked.log_metrics(flat_numbers(summary))
+            tracked.log_artifact(Path(args.workspace) / "tmdb" / "summary.json")
     print(format_summary(summary))
     return 0
+
+
+def flat_numbers(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of a (nested) summary, keys joined with '.', for MLflow metrics."""
+    out: dict[str, float] = {}
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            out.update(flat_numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = float(value)
+    return out
 
 
 def scrape(workspace: Path, config: ScrapeConfig, limit: int | None = None) -> dict[str, Any]:

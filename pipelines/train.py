@@ -24,6 +24,7 @@ from typing import Any
 
 from armor.config import BPRConfig, FusionConfig, LightGCNConfig, TrainConfig
 from pipelines.cli import add_common, stage_main
+from pipelines.tracking import add_tracking_arguments, options
 
 log = logging.getLogger("armor.train")
 
@@ -145,15 +146,36 @@ def _maybe_kill(job: TrainJob, rank: int, epoch: int) -> None:
 
 
 def train(job: TrainJob, *, workers: int = 1, use_gpu: bool = False, local: bool = False, max_failures: int = 3,
-          name: str | None = None, fresh: bool = False) -> dict[str, Any]:
-    """Train ``job.model``; write it, its item embeddings and its validation metrics; return the summary."""
+          name: str | None = None, fresh: bool = False, tracking: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``job.model``; write it, its item embeddings and its validation metrics; return the summary.
+
+    ``tracking``: stage_run keyword arguments (uri, experiment, enabled); logged to MLflow by default.
+    """
+    from pipelines.tracking import stage_run
+
+    name = name or job.model
+    with stage_run("train", job.workspace, job, name=name, **(tracking or {})) as run:
+        summary = _train(job, workers=workers, use_gpu=use_gpu, local=local, max_failures=max_failures, name=name,
+                         fresh=fresh)
+        if run is not None:
+            run.set_tags({"armor.model": job.model, "armor.name": name})
+            run.log_params({"workers": workers, "use_gpu": use_gpu, "local": local})
+            run.log_epoch_metrics([h for h in summary["history"] if "epoch" in h or "iteration" in h])
+            run.log_metrics({f"val_{k}": v for k, v in summary["valid"].items()})
+            run.log_metrics({"train_seconds": summary["seconds"], "catalogue": summary["catalogue"]})
+            run.log_artifacts(Path(job.workspace) / "models" / name, artifact_path="model_dir")
+            summary["mlflow_run_id"] = run.run_id
+    return summary
+
+
+def _train(job: TrainJob, *, workers: int, use_gpu: bool, local: bool, max_failures: int, name: str,
+           fresh: bool) -> dict[str, Any]:
     import torch
 
     from armor.config import EvalConfig
     from armor.eval.protocol import evaluate
     from armor.workspace import Workspace
 
-    name = name or job.model
     ws = Workspace(job.workspace)
     bench = _load(job)
     started = time.monotonic()
@@ -265,7 +287,7 @@ def _fit_on_ray(job: TrainJob, *, workers: int, use_gpu: bool, max_failures: int
 
 
 def write_outputs(model, item_ids, summary: dict[str, Any], directory: Path) -> None:  # noqa: ANN001
-    """The model, its item embeddings (when it has them) and metrics.json, each written atomically."""
+    """The model, its item embeddings and FAISS index (when it has them) and metrics.json, each atomic."""
     import numpy as np
     import pyarrow as pa
 
@@ -279,6 +301,9 @@ def write_outputs(model, item_ids, summary: dict[str, Any], directory: Path) -> 
                           "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)),
                                                                          embeddings.shape[1])})
         write_parquet(table, directory / "item_embeddings.parquet")
+        from armor.retrieval.index import ItemIndex
+
+        ItemIndex(np.asarray(item_ids), embeddings).save(directory / "faiss")
     write_text(json.dumps(summary, indent=2) + "\n", directory / "metrics.json")
 
 
@@ -334,6 +359,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cf.add_argument("--gcn-lr", type=float, default=lightgcn.lr)
     cf.add_argument("--gcn-reg", type=float, default=lightgcn.reg)
     cf.add_argument("--gcn-epochs", type=int, default=lightgcn.epochs)
+    add_tracking_arguments(parser)
     add_common(parser)
 
 
@@ -355,7 +381,7 @@ def job_from_args(args: argparse.Namespace) -> TrainJob:
 
 def run(args: argparse.Namespace) -> int:
     summary = train(job_from_args(args), workers=args.workers, use_gpu=args.use_gpu, local=args.local,
-                    max_failures=args.max_failures, name=args.name, fresh=args.fresh)
+                    max_failures=args.max_failures, name=args.name, fresh=args.fresh, tracking=options(args))
     valid = summary["valid"]
     print(f"{summary['name']}: validation NDCG@10 {valid['ndcg@10']:.4f}, Recall@10 {valid['recall@10']:.4f}, "
           f"HR@10 {valid['hr@10']:.4f} over {summary['catalogue']} movies; {summary['seconds']} s; "

@@ -1,0 +1,81 @@
+"""Every stage's MLflow run, the same way: config as params, metrics, artifacts, a stage tag."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("armor.tracking")
+
+EXPERIMENT = "armor"
+
+
+def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("MLflow")
+    group.add_argument("--tracking-uri", default=None,
+                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in the workspace)")
+    group.add_argument("--experiment", default=EXPERIMENT, help=f"MLflow experiment (default {EXPERIMENT})")
+    group.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, workspace: str | Path, config: Any = None, *, uri: str | None = None,
+              experiment: str = EXPERIMENT, name: str | None = None, enabled: bool = True,
+              parent_run_id: str | None = None) -> Iterator[Any]:
+    """An MLflow run for one stage (yields a TrackedRun, or None when tracking is off)."""
+    if not enabled:
+        yield None
+        return
+    from armor.tracking.mlflow import start_run, tracking_uri
+
+    resolved = tracking_uri(workspace, uri)
+    with start_run(experiment, resolved, config, run_name=name or stage, parent_run_id=parent_run_id,
+                   tags={"armor.stage": stage, "armor.workspace": str(Path(workspace).resolve())}) as run:
+        log.info("MLflow run %s (%s) at %s", run.run_id, stage, resolved)
+        yield run
+
+
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """stage_run keyword arguments from the parsed MLflow flags."""
+    return {"uri": args.tracking_uri, "experiment": args.experiment, "enabled": not args.no_tracking}
+
+
+class TrialTracker:
+    """Logs each Ray Tune trial as an MLflow child run of the sweep's parent run.
+
+    Plain data (URI and run ids) so it pickles into trial processes; each trial opens its own
+    client there. The experiment exists before the first trial starts (created by the driver).
+    """
+
+    def __init__(self, uri: str, parent_run_id: str, experiment: str = EXPERIMENT):
+        self.uri, self.parent_run_id, self.experiment = uri, parent_run_id, experiment
+        self._stack: contextlib.ExitStack | None = None
+        self._run: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"uri": self.uri, "parent_run_id": self.parent_run_id, "experiment": self.experiment}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
+    def start_trial(self, trial_name: str, job: Any, sample: dict[str, Any]) -> None:
+        from armor.tracking.mlflow import start_run
+
+        self._stack = contextlib.ExitStack()
+        self._run = self._stack.enter_context(start_run(
+            self.experiment, self.uri, job, run_name=trial_name, parent_run_id=self.parent_run_id,
+            tags={"armor.stage": "tune-trial"}))
+        self._run.log_params({f"sample.{k}": v for k, v in sample.items()})
+
+    def log_epoch(self, record: dict[str, Any]) -> None:
+        if self._run is not None:
+            self._run.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))
+
+    def end_trial(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self._run = None, None
