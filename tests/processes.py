@@ -40,3 +40,23 @@ def kill_tree(pid: int, timeout: float = 15.0) -> None:
             if state == "Z":  # a zombie has stopped running; its parent reaps it
                 break
             time.sleep(0.05)
+
+
+def pids_matching(text: str) -> list[int]:
+    """Processes whose command line contains ``text`` (e.g. a Ray head's private temp dir)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return [p for p in found if p != os.getpid()]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
