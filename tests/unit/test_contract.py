@@ -1,0 +1,306 @@
+"""The Recommender contract, checked once for every model `armor train --model` can build.
+
+All models are built by ``pipelines.train.build_model`` (the path the CLI and Ray workers take)
+on one small planted-truth workspace and fitted once. The known answer: the world's tastes are
+planted in the ratings and, through ``planted_features``, in the features, so every model but
+the random ranker must rank validation items far above chance, and the random ranker must score
+what chance predicts (computed here from the split, not echoed from a run).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from armor.config import (
+    BPRConfig,
+    EvalConfig,
+    FusionConfig,
+    LightGCNConfig,
+    TrainConfig,
+)
+from armor.data.benchmark import load_benchmark
+from armor.errors import ArmorError
+from armor.eval.protocol import evaluate
+from armor.models.base import EmbeddingRecommender, load_recommender
+from armor.models.baselines import RandomRanker
+from armor.models.content import FeatureModel
+from pipelines.train import INSTANT, MODELS, TrainJob, build_model
+from tests.workspaces import make_workspace
+
+EVAL = EvalConfig(bootstrap_samples=0)
+TRAINED_CONTENT = ("fused", "fused-paper", "text-projected", "image-projected")
+RAW_CONTENT = ("text", "image")
+EMBEDDING = (*TRAINED_CONTENT, *RAW_CONTENT)
+# Models that learn who likes what, from ratings or from features; popularity only knows counts.
+PERSONALISED = (*EMBEDDING, "bpr", "lightgcn")
+# Measured on this fixture (random ranker NDCG@10 0.028, its expectation 0.026): personalised
+# models 0.18-0.28 (6.3x-10x), popularity 0.071 (2.5x; the world's popularity exponent is 0.3).
+PERSONALISED_MARGIN = 4.0
+POPULARITY_MARGIN = 2.0
+# Users scored in the score checks; a pair picked out of order for the batching check.
+USERS = np.arange(48)
+PAIR = np.array([29, 3])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Small matmuls: one thread is faster on a shared 2-core machine and fixes summation order.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = make_workspace(tmp_path_factory.mktemp("contract") / "ws")
+    return load_benchmark(root, "random")
+
+
+@pytest.fixture(scope="module")
+def job():
+    # build_model reads the loaded benchmark, never the workspace path.
+    return TrainJob(workspace="unused", split="random", model="random",
+                    fusion=FusionConfig(dim=32, out_dim=16, heads=2),
+                    train=TrainConfig(batch_size=64, epochs=6, steps_per_epoch=8, patience=3),
+                    bpr=BPRConfig(factors=16, iterations=60),
+                    lightgcn=LightGCNConfig(dim=16, layers=2, epochs=30, batch_size=1024, patience=3))
+
+
+def fit(name, job, bench):
+    """Fit as ``pipelines.train.train --local`` does: instant models see the bare valid matrix,
+    the others the whole split (validation early stopping; test is never read)."""
+    model = build_model(dataclasses.replace(job, model=name), bench)
+    if name in INSTANT:
+        return model.fit(bench.data.train, bench.data.valid)
+    return model.fit(bench.data.train, data=bench.data)
+
+
+@pytest.fixture(scope="module")
+def fitted(job, bench):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = fit(name, job, bench)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def valid_means(fitted, bench):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = evaluate(fitted(name), bench.data, "valid", EVAL).means
+        return cache[name]
+
+    return get
+
+
+def history_of(bench, users):
+    return bench.data.train[users]
+
+
+def chance(bench):
+    """Per evaluated user: candidates C (catalogue minus training positives) and relevant r."""
+    data = bench.data
+    relevant = np.diff(data.valid.indptr)
+    users = relevant > 0
+    candidates = data.n_items - np.diff(data.train.indptr)
+    return candidates[users].astype(np.float64), relevant[users].astype(np.float64)
+
+
+def test_every_model_is_covered_by_the_contract():
+    # A new model name in MODELS must be sorted into a family here before it can ship.
+    assert set(MODELS) == {*EMBEDDING, "popularity", "random", "bpr", "lightgcn"}
+
+
+# --------------------------------------------------------------------------------------------
+# score(): shape, dtype, freshness, determinism, batching
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_scores_are_fresh_finite_float32_and_deterministic(name, fitted, bench):
+    model = fitted(name)
+    history = history_of(bench, USERS)
+    first = model.score(USERS, history)
+    assert first.shape == (USERS.size, bench.data.n_items)
+    assert first.dtype == np.float32
+    assert np.isfinite(first).all()
+    kept = first.copy()
+    # The evaluator masks training items in place; a cached or shared array would leak it.
+    first[:] = -np.inf
+    second = model.score(USERS, history)
+    assert np.isfinite(second).all()
+    np.testing.assert_array_equal(second, kept)
+    assert not np.shares_memory(first, second)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_scores_do_not_depend_on_batching(name, fitted, bench):
+    model = fitted(name)
+    big = model.score(USERS, history_of(bench, USERS))
+    pair = model.score(PAIR, history_of(bench, PAIR))
+    single = model.score(PAIR[:1], history_of(bench, PAIR[:1]))
+    # BLAS may block a 2-row and a 48-row product differently: equal up to float32 rounding,
+    # which is far below any gap between distinct scores that could reorder a ranking.
+    np.testing.assert_allclose(pair, big[PAIR], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(single, big[PAIR[:1]], rtol=1e-6, atol=1e-6)
+    # The pair's two rows are different users, not one row repeated.
+    assert not np.array_equal(pair[0], pair[1]) or name == "popularity"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_save_and_load_reproduce_scores_and_embeddings(name, fitted, bench, tmp_path):
+    model = fitted(name)
+    model.save(tmp_path / name)
+    loaded = load_recommender(tmp_path / name)
+    assert type(loaded) is type(model)
+    history = history_of(bench, USERS)
+    np.testing.assert_array_equal(loaded.score(USERS, history), model.score(USERS, history))
+    items = model.item_embeddings()
+    if items is None:
+        assert loaded.item_embeddings() is None
+    else:
+        np.testing.assert_array_equal(loaded.item_embeddings(), items)
+
+
+# --------------------------------------------------------------------------------------------
+# Embedding models: users are the mean of their liked items, scores are cosines
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_only_embedding_models_expose_embeddings(name, fitted, bench):
+    model = fitted(name)
+    if name in EMBEDDING:
+        assert isinstance(model, EmbeddingRecommender)
+        items = model.item_embeddings()
+        assert items.ndim == 2 and items.shape[0] == bench.data.n_items and items.shape[1] >= 1
+        assert items.dtype == np.float32 and np.isfinite(items).all()
+    else:
+        # write_outputs keys item_embeddings.parquet on this being None.
+        assert model.item_embeddings() is None
+        assert model.user_embeddings(history_of(bench, USERS)) is None
+
+
+@pytest.mark.parametrize("name", EMBEDDING)
+def test_embedding_scores_are_cosine_of_mean_liked_item(name, fitted, bench):
+    model = fitted(name)
+    items = model.item_embeddings().astype(np.float64)
+    history = history_of(bench, USERS)
+    users = model.user_embeddings(history)
+    assert users.shape == (USERS.size, items.shape[1])
+    expected_users = np.stack([items[history[row].indices].mean(axis=0) for row in range(USERS.size)])
+    np.testing.assert_allclose(users, expected_users, rtol=1e-5, atol=1e-6)
+    unit_users = expected_users / np.linalg.norm(expected_users, axis=1, keepdims=True)
+    unit_items = items / np.linalg.norm(items, axis=1, keepdims=True)
+    np.testing.assert_allclose(model.score(USERS, history), unit_users @ unit_items.T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_an_empty_history_gives_finite_scores(name, fitted, bench):
+    model = fitted(name)
+    users = np.array([0, 1, 2])
+    rows = history_of(bench, users)
+    empty = sp.csr_matrix((1, bench.data.n_items), dtype=rows.dtype)
+    history = sp.vstack([rows[0], empty, rows[2]], format="csr")  # the middle user liked nothing yet
+    assert history[1].nnz == 0 and history[0].nnz > 0
+    scores = model.score(users, history)
+    assert np.isfinite(scores).all()
+    if name in EMBEDDING:
+        # A zero user vector: every item ties at 0 (EmbeddingRecommender's documented choice).
+        np.testing.assert_array_equal(scores[1], np.zeros(bench.data.n_items, np.float32))
+        assert np.isfinite(model.user_embeddings(history)).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Known answer on validation
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [m for m in MODELS if m != "random"])
+def test_every_model_beats_random_on_validation(name, valid_means, bench):
+    candidates, relevant = chance(bench)
+    discounts = 1.0 / np.log2(np.arange(2, 12))
+    ideal = np.r_[0.0, np.cumsum(discounts)][np.minimum(relevant, 10).astype(np.int64)]
+    # Each relevant item sits at any candidate position with probability 1/C.
+    expected_random = float(np.mean(relevant / candidates * discounts.sum() / ideal))
+    bar = max(valid_means("random")["ndcg@10"], expected_random)
+    margin = POPULARITY_MARGIN if name == "popularity" else PERSONALISED_MARGIN
+    ndcg = valid_means(name)["ndcg@10"]
+    assert ndcg >= margin * bar, f"{name}: valid NDCG@10 {ndcg:.4f} < {margin}x random {bar:.4f}"
+
+
+def test_personalised_models_beat_popularity(valid_means):
+    pop = valid_means("popularity")["ndcg@10"]
+    weakest = min(PERSONALISED, key=lambda m: valid_means(m)["ndcg@10"])
+    # Seen: weakest (bpr / fused-paper) 0.175 against popularity 0.071.
+    assert valid_means(weakest)["ndcg@10"] > 1.8 * pop, (weakest, valid_means(weakest), pop)
+
+
+def test_random_recall_matches_its_analytic_expectation(valid_means, bench):
+    candidates, relevant = chance(bench)
+    expected = float(np.mean(np.minimum(10, candidates) / candidates))
+    # Hits in the top 10 are hypergeometric (10 draws, r successes among C): the spread of the
+    # mean recall over users, for one seed.
+    p = relevant / candidates
+    variance = 10 * p * (1 - p) * (candidates - 10) / (candidates - 1) / relevant**2
+    se = float(np.sqrt(variance.sum()) / candidates.size)
+    one = valid_means("random")["recall@10"]
+    assert abs(one - expected) < 4 * se, (one, expected, se)
+    # Averaged over 200 seeds (~2 s) the band (+-0.003) is narrow enough to catch a wrong
+    # candidate set: training items left in the ranking move the mean to 10 / n_items (0.042
+    # against 0.046 here).
+    seeds = 200
+    only_10 = dataclasses.replace(EVAL, ks=(10,))
+    mean = np.mean([evaluate(RandomRanker(seed=s).fit(bench.data.train), bench.data, "valid", only_10)
+                    .means["recall@10"] for s in range(seeds)])
+    assert abs(mean - expected) < 4 * se / np.sqrt(seeds), (mean, expected, se / np.sqrt(seeds))
+
+
+# --------------------------------------------------------------------------------------------
+# Errors that name the problem
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TRAINED_CONTENT)
+def test_content_model_loaded_from_disk_refuses_to_fit(name, fitted, bench, tmp_path):
+    fitted(name).save(tmp_path / name)
+    loaded = load_recommender(tmp_path / name)
+    with pytest.raises(ArmorError, match="without features"):
+        loaded.fit(bench.data.train, data=bench.data)
+
+
+@pytest.mark.parametrize("name", RAW_CONTENT)
+def test_raw_feature_model_needs_features_or_saved_embeddings(name, fitted, bench, tmp_path):
+    with pytest.raises(ArmorError, match="no features"):
+        FeatureModel(name).fit(bench.data.train)
+    # Nothing to learn: a loaded one keeps its saved embeddings and may be refitted.
+    fitted(name).save(tmp_path / name)
+    loaded = load_recommender(tmp_path / name).fit(bench.data.train)
+    np.testing.assert_array_equal(loaded.item_embeddings(), fitted(name).item_embeddings())
+
+
+@pytest.mark.parametrize("name", [*EMBEDDING, "bpr", "lightgcn"])
+def test_fit_on_a_train_matrix_of_another_catalogue_names_the_mismatch(name, job, bench):
+    # Popularity and random have no catalogue of their own to compare with: they are left out.
+    n_items = bench.data.n_items
+    narrow = sp.csr_matrix(bench.data.train[:, : n_items - 7])
+    model = build_model(dataclasses.replace(job, model=name), bench)
+    with pytest.raises(ArmorError) as caught:
+        if name in ("bpr", "lightgcn"):
+            model.fit(narrow, data=bench.data)
+        else:
+            model.fit(narrow)
+    message = str(caught.value)
+    assert str(n_items - 7) in message and str(n_items) in message, message
