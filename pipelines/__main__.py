@@ -19,6 +19,8 @@ STAGES = {
     "encode": ("pipelines.encode", "embed overviews, posters and thumbnails into a feature store on Ray Data"),
     "train": ("pipelines.train", "train a model with Ray Train (or --local), early-stopped on validation"),
     "tune": ("pipelines.tune", "sweep margin, dimension, learning rate and variant with Ray Tune (ASHA)"),
+    "register": ("pipelines.register", "register a trained model in MLflow; promote it if it beats the champion"),
+    "recommend": ("pipelines.recommend", "answer a history from a registered model (models:/...@champion)"),
     "evaluate": ("pipelines.evaluate", "evaluate a baseline or a saved model under full ranking"),
     "report": ("pipelines.report", "Table 1, figures, cold start and diversity: test scored once per model"),
     "demo": ("pipelines.demo", "run the whole pipeline end to end on the embedded ML-100K"),

@@ -52,8 +52,13 @@ def tune_trial(config: dict[str, Any]) -> None:
     from armor.models.content import EncoderTrainer
     from pipelines.train import _load, build_model
 
+    from armor.config import from_dict
+    from pipelines.train import TrainJob
+
     sample = {k: config[k] for k in ("margin", "out_dim", "lr", "variant")}
-    job = apply_sample(config["job"], sample)
+    # Plain data in the param space: Tune serialises it into its experiment state, and objects
+    # do not come back as themselves from a restored sweep.
+    job = apply_sample(from_dict(TrainJob, config["job"]), sample)
     torch.set_num_threads(max(1, int(config["threads"])))
     bench = _load(job)
     model = build_model(job, bench)
@@ -62,7 +67,7 @@ def tune_trial(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.load_state_dict(torch.load(Path(directory) / "state.pt", weights_only=False))
-    tracker = config.get("tracker")
+    tracker = TrialTracker(**config["tracker"]) if config.get("tracker") else None
     if tracker is not None:
         tracker.start_trial(ray.tune.get_context().get_trial_name(), job, sample)
     try:
@@ -85,7 +90,7 @@ def sweep(args: argparse.Namespace, job, tracker: TrialTracker | None = None):  
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    storage = (Path(job.workspace) / "tune").resolve()
+    storage = (Path(args.workspace) / "tune").resolve()
     trainable = tune.with_resources(tune_trial, resources(args))
     if args.resume:
         path = storage / args.name
@@ -99,8 +104,9 @@ def sweep(args: argparse.Namespace, job, tracker: TrialTracker | None = None):  
         concurrent = args.max_concurrent or max(1, int(cpus // max(args.cpus_per_trial, 1e-9)))
         tuner = tune.Tuner(
             trainable,
-            param_space={**search_space(args), "job": job, "threads": max(1, int(args.cpus_per_trial)),
-                         "tracker": tracker},
+            param_space={**search_space(args), "job": dataclasses.asdict(job),
+                         "threads": max(1, int(args.cpus_per_trial)),
+                         "tracker": None if tracker is None else tracker.__getstate__()},
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode="max", num_samples=args.samples, max_concurrent_trials=concurrent,
                 scheduler=ASHAScheduler(max_t=job.train.epochs, grace_period=args.grace_period, reduction_factor=2),

@@ -18,3 +18,6 @@ def ray_local():
         yield ray
     finally:
         ray.shutdown()
+
+
+from tests.mlflow_server import mlflow_server  # noqa: E402, F401 - a real `mlflow server` per module

@@ -11,12 +11,8 @@ import dataclasses
 import json
 import multiprocessing
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -51,78 +47,10 @@ from armor.tracking import (
     with_retries,
 )
 from pipelines.train import write_outputs
-from tests.processes import descendants
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVER_SCRIPT = ROOT / "mlflow" / "server.sh"
 EPOCHS = 50
 TRIALS = 4
-
-
-# ---------------------------------------------------------------------------- the server
-@dataclasses.dataclass
-class Server:
-    url: str
-    root: Path
-    start_seconds: float
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM the server, then SIGKILL it and every worker it started, each by its own PID."""
-    workers = descendants(process.pid)  # before it exits: orphans would leave its process tree
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
-    for pid in workers:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    url = f"http://127.0.0.1:{port}"
-    with open(root / "server.log", "wb") as server_log:
-        started = time.monotonic()
-        process = subprocess.Popen(["bash", str(SERVER_SCRIPT), "--workspace", str(root), "--port", str(port)],
-                                   stdout=server_log, stderr=subprocess.STDOUT, env=env)
-        try:
-            while not healthy(url):
-                if process.poll() is not None:
-                    pytest.fail(f"mlflow server exited with {process.returncode}:\n"
-                                f"{(root / 'server.log').read_text()[-3000:]}")
-                if time.monotonic() - started > 120:
-                    pytest.fail(f"mlflow server not healthy after 120 s:\n{(root / 'server.log').read_text()[-3000:]}")
-                time.sleep(0.2)
-            seconds = time.monotonic() - started
-            print(f"\nmlflow server answered /health after {seconds:.1f} s")
-            yield Server(url, root, seconds)
-        finally:
-            stop(process)
 
 
 # ---------------------------------------------------------------------------- concurrent trials
@@ -183,8 +111,8 @@ def run_and_check_concurrent_trials(uri: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.network
-def test_concurrent_trials_under_one_parent_run_log_every_metric(server):
-    run_and_check_concurrent_trials(server.url)
+def test_concurrent_trials_under_one_parent_run_log_every_metric(mlflow_server):
+    run_and_check_concurrent_trials(mlflow_server.url)
 
 
 @pytest.mark.slow
@@ -227,8 +155,8 @@ HISTORIES = [[7, 14, 21], [700, 1400], [2100], [7 * i for i in range(100, 140)]]
 
 @pytest.mark.slow
 @pytest.mark.network
-def test_registry_promotion_and_the_champion_pyfunc(server, tmp_path):
-    uri = server.url
+def test_registry_promotion_and_the_champion_pyfunc(mlflow_server, tmp_path):
+    uri = mlflow_server.url
     weaker = trained_model_dir(tmp_path / "models" / "text", seed=1, ndcg=0.20)
     better = trained_model_dir(tmp_path / "models" / "fused", seed=2, ndcg=0.35)
     later = trained_model_dir(tmp_path / "models" / "image", seed=3, ndcg=0.25)

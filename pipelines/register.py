@@ -1,0 +1,97 @@
+"""`armor register` and `armor recommend`: the MLflow model registry door.
+
+`register` logs a trained model's item embeddings as an MLflow pyfunc (FAISS retrieval inside),
+registers it as a new version of `armor-item-embeddings` with alias `challenger`, and moves
+`champion` to it only if its validation NDCG@10 beats the current champion's. `recommend`
+answers a user history (or a query movie) from any model URI, e.g.
+`models:/armor-item-embeddings@champion`, exactly as `mlflow models predict` would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from pipelines.cli import add_common, stage_main
+
+log = logging.getLogger("armor.register")
+
+DEFAULT_NAME = "armor-item-embeddings"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", required=True, type=Path)
+    parser.add_argument("--model", required=True, help="model name under WORKSPACE/models (from `armor train`)")
+    parser.add_argument("--name", default=DEFAULT_NAME, help=f"registered model name (default {DEFAULT_NAME})")
+    parser.add_argument("--no-promote", action="store_true", help="register as challenger only")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in the workspace)")
+    add_common(parser)
+
+
+def register(workspace: Path, model: str, name: str = DEFAULT_NAME, tracking: str | None = None,
+             promote: bool = True) -> tuple[str, bool, str]:
+    """(version, whether it is champion now, tracking URI)."""
+    from armor.tracking.mlflow import promote as promote_version
+    from armor.tracking.mlflow import register_embeddings, tracking_uri
+    from armor.workspace import Workspace
+
+    ws = Workspace(workspace)
+    model_dir = ws.models / model
+    ws.require(model_dir / "metrics.json", hint=f"train it first: armor train --workspace {workspace} --model ...")
+    uri = tracking_uri(ws.root, tracking)
+    version = register_embeddings(model_dir, name, uri=uri, movies=ws.movies if ws.movies.exists() else None)
+    champion = promote_version(name, version, uri) if promote else False
+    return version, champion, uri
+
+
+def run(args: argparse.Namespace) -> int:
+    version, champion, uri = register(args.workspace, args.model, args.name, args.tracking_uri,
+                                      promote=not args.no_promote)
+    state = "champion" if champion else "challenger (the champion's validation NDCG@10 is at least as good)"
+    print(f"{args.name} version {version} registered at {uri}: {state}")
+    return 0
+
+
+def add_recommend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=f"models:/{DEFAULT_NAME}@champion",
+                        help="an MLflow model URI (default models:/armor-item-embeddings@champion)")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--history", help="a user's liked movie ids, comma separated: 1,2,3")
+    what.add_argument("--similar-to", type=int, help="a movie id: its most similar movies")
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--tracking-uri", default=None, help="default $MLFLOW_TRACKING_URI, else --workspace's sqlite")
+    parser.add_argument("--workspace", type=Path, default=None, help="to find the default sqlite tracking store")
+    add_common(parser)
+
+
+def recommend(args: argparse.Namespace):  # noqa: ANN201 - pandas DataFrame
+    import pandas as pd
+
+    from armor.errors import ConfigError
+    from armor.tracking.mlflow import load_recommender, tracking_uri
+
+    if args.tracking_uri is None and args.workspace is None:
+        import os
+
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            raise ConfigError("--tracking-uri or --workspace (or MLFLOW_TRACKING_URI) is needed to find the registry")
+    uri = tracking_uri(args.workspace or ".", args.tracking_uri)
+    model = load_recommender(args.model, uri)
+    request = pd.DataFrame({"history": [args.history]}) if args.history is not None else \
+        pd.DataFrame({"movie_id": [args.similar_to]})
+    return model.predict(request, params={"k": args.k}).drop(columns=["query"])
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    print(recommend(args).to_string(index=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(add_arguments, run, "python -m pipelines.register", __doc__ or "", argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
