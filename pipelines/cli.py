@@ -18,7 +18,8 @@ def setup_logging(verbose: int = 0) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     # Libraries this project drives are chatty at INFO; their warnings still show.
-    for noisy in ("urllib3", "matplotlib", "PIL", "filelock", "httpx"):
+    for noisy in ("urllib3", "matplotlib", "PIL", "filelock", "httpx", "faiss", "alembic", "mlflow.store",
+                  "sentence_transformers", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -193,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
         if args.no_retrain:
             return 0
         winner = apply_sample(job, sample)
+        import torch
+
+        # The trial's thread count: float sums in another order drift over hundreds of steps.
+        torch.set_num_threads(max(1, int(args.cpus_per_trial)))
         summary = train(winner, local=True, name=f"{args.name}-best", tracking=tracking)
         from armor.models.base import load_recommender
 

@@ -8,6 +8,7 @@ decode stage can run without torchvision and hand uint8 pixels to the encoder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -167,10 +168,12 @@ def preprocess_batch(batch: dict, columns: Sequence[str] = ("poster", "thumbnail
         pixels = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
         status = np.full(n, "ok", dtype=object)
         errors = np.full(n, None, dtype=object)
-        for i, value in enumerate(values):
+
+        def decode(i: int) -> None:
+            value = values[i]
             if _is_missing(value):
                 status[i] = "missing"
-                continue
+                return
             try:
                 data = value.tobytes() if isinstance(value, np.ndarray) else bytes(value)
                 pixels[i] = preprocess_image(data)
@@ -179,10 +182,21 @@ def preprocess_batch(batch: dict, columns: Sequence[str] = ("poster", "thumbnail
             except Exception as e:  # noqa: BLE001 - a Pillow bug on one poster must not fail the batch
                 log.warning("unexpected error decoding %s row %d: %r", column, i, e)
                 status[i], errors[i] = "undecodable", f"{type(e).__name__}: {e}"
+
+        # Pillow releases the GIL while decoding and resizing, so threads use every core; each
+        # row writes only its own slots.
+        list(_decode_pool().map(decode, range(n)))
         out[f"{column}_pixels"] = pixels
         out[f"{column}_status"] = status
         out[f"{column}_error"] = errors
     return out
+
+
+@functools.lru_cache(maxsize=1)
+def _decode_pool():  # noqa: ANN202 - a ThreadPoolExecutor, one per process
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="decode")
 
 
 # --------------------------------------------------------------------------------------------
