@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         baselines(args, ws, source, scrape_report, encode_report)
         if not args.skip_scrape:
             train_all(ws, args.workers, args.seed)
+            sweep_register_recommend(ws, args.seed)
             from pipelines.report import make_report
 
             out = make_report(ws.root, "random", query_title=args.query_title, bootstrap=args.bootstrap,
@@ -140,7 +141,7 @@ def train_all(ws, workers: int, seed: int) -> None:  # noqa: ANN001
     from pipelines.train import TrainJob, train
 
     fusion = FusionConfig(dim=128, out_dim=128, heads=4)
-    train_config = TrainConfig(epochs=20, patience=4, seed=seed)
+    train_config = TrainConfig(epochs=15, patience=4, seed=seed)
     for model in DEMO_MODELS:
         job = TrainJob(workspace=str(ws.root), split="random", model=model, fusion=fusion, train=train_config,
                        grid="small" if model in ("bpr", "lightgcn") else None)
@@ -173,6 +174,31 @@ def scrape_through_local_server(ws, rate: float) -> str:  # noqa: ANN001 - a Wor
     text = format_summary(summary)
     log.info("[2/6] %s", text)
     return text
+
+
+def sweep_register_recommend(ws, seed: int) -> None:  # noqa: ANN001
+    """A small Tune sweep; register the full fusion and the sweep's winner (the better one becomes
+    champion); answer a user's history from the registry's champion."""
+    import pyarrow.parquet as pq
+
+    from pipelines.register import recommend, register
+    from pipelines.tune import main as tune_main
+
+    code = tune_main(["--workspace", str(ws.root), "--name", "demo-sweep", "--samples", "4", "--epochs", "6",
+                      "--steps-per-epoch", "20", "--dims", "64", "128", "--dim", "128", "--grace-period", "2",
+                      "--seed", str(seed), "-q"])
+    if code:
+        raise RuntimeError(f"the demo's Tune sweep failed (exit {code})")
+    for model in ("fused", "demo-sweep-best"):
+        version, champion, uri = register(ws.root, model)
+        log.info("[5/6] registered %s as version %s%s", model, version, " (champion)" if champion else "")
+    train = pq.read_table(ws.split_dir("random") / "train.parquet")
+    user = train["user_id"][0].as_py()
+    history = [m for u, m in zip(train["user_id"].to_pylist(), train["movie_id"].to_pylist()) if u == user][:10]
+    answer = recommend(argparse.Namespace(model="models:/armor-item-embeddings@champion", history=",".join(
+        map(str, history)), similar_to=None, k=5, tracking_uri=uri, workspace=ws.root))
+    print(f"\nFrom the registry (models:/armor-item-embeddings@champion), top-5 for user {user}'s history "
+          f"{history}:\n{answer.to_string(index=False)}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
