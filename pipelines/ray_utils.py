@@ -24,7 +24,9 @@ def ray_session(num_cpus: int | None = None) -> Iterator[None]:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
         # The dashboard stays on: Train V2 queries actor state through it (see STACK_NOTES).
-        ray.init(num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
+        # address="local": a stale /tmp/ray/ray_current_cluster must not hijack a local run;
+        # a running cluster is joined through RAY_ADDRESS or `ray job submit`.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
     log.info("ray: %s", ray.cluster_resources())
     try:
         yield

@@ -13,7 +13,9 @@ def ray_local():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": never attach to a cluster some earlier `ray start` (or a killed
+    # cluster_utils run) left recorded in /tmp/ray/ray_current_cluster.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
