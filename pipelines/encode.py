@@ -28,12 +28,17 @@ class EncodeWorker:
     """Ray Data actor: loads the encoders once, embeds a batch, writes it as one feature part."""
 
     def __init__(self, config: EncodeConfig, store_dir: str, dims: dict[str, int], encoders: dict[str, Any],
-                 num_threads: int | None):
+                 use_all_cores: bool):
+        import os
+
         from armor.features.image import ImageEncoder
         from armor.features.store import FeatureStore
         from armor.features.text import TextEncoder
 
         device = None if config.device == "auto" else config.device
+        # Ray pins OMP_NUM_THREADS=1 in its workers; a CPU encoder should use the cores of the
+        # node it actually landed on, which the driver cannot know on a cluster.
+        num_threads = len(os.sched_getaffinity(0)) if use_all_cores else None
         self.config = config
         self.text = TextEncoder(config.text_model, device=device, num_threads=num_threads) \
             if "text" in config.modalities else None
@@ -114,14 +119,13 @@ def encode(workspace: Path, config: EncodeConfig, *, overwrite: bool = False, li
             actors = config.actors or (gpus if use_gpu else 1)
             # On CPU, one actor holds one CPU for Ray's accounting but runs torch on every core
             # of its node; the decode tasks take the remaining slot and overlap with it.
-            threads = None if use_gpu else max(1, int(ray.nodes()[0]["Resources"].get("CPU", 1)))
             wanted = pa.array(todo, pa.int32())
             ds = (ray.data.read_parquet([str(p) for p in scraped.parts()], columns=SCRAPE_COLUMNS)
                   .map_batches(keep_movies, fn_kwargs={"wanted": wanted}, batch_format="pyarrow", batch_size=None)
                   .map_batches(preprocess_batch, batch_size=config.batch_size, batch_format="numpy", num_cpus=1)
                   .map_batches(EncodeWorker, batch_size=config.batch_size, batch_format="numpy",
                                fn_constructor_kwargs={"config": config, "store_dir": str(store.directory),
-                                                      "dims": dims, "encoders": encoders, "num_threads": threads},
+                                                      "dims": dims, "encoders": encoders, "use_all_cores": not use_gpu},
                                compute=ray.data.ActorPoolStrategy(size=actors),
                                num_gpus=1 if use_gpu else 0, num_cpus=1))
             bar = tqdm(total=len(todo), desc="encode", unit="movie", disable=None)
