@@ -108,12 +108,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     model = build_model(job, bench, device=str(device))
 
-    if job.model in INTERACTION:  # one worker: the model's own loop, one report at the end
-        model.fit(bench.data.train, data=bench.data)
+    if job.model in INTERACTION:  # one worker, the model's own loop
+        checkpoint = ray.train.get_checkpoint()
+        resumed = {"resumed_runs": int(checkpoint is not None), "resumed_from_epoch": 0}
+        if job.model == "lightgcn":  # a checkpoint every epoch; BPR (implicit) trains in one call
+            resume = None
+            if checkpoint is not None:
+                with checkpoint.as_directory() as directory:
+                    resume = torch.load(Path(directory) / "state.pt", weights_only=False)
+                resumed["resumed_from_epoch"] = resume["epoch"]
+                log.info("lightgcn resumed after epoch %d", resume["epoch"])
+
+            def report_epoch(record: dict[str, float], state) -> None:  # noqa: ANN001
+                with tempfile.TemporaryDirectory() as tmp:
+                    torch.save(state(), Path(tmp) / "state.pt")
+                    ray.train.report({**record, **resumed}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+                _maybe_kill(job, rank, int(record["epoch"]))
+
+            model.fit(bench.data.train, data=bench.data, on_epoch=report_epoch, resume=resume)
+        else:
+            model.fit(bench.data.train, data=bench.data)
+        # The last checkpoint holds the finished model and its history, which the driver loads.
         with tempfile.TemporaryDirectory() as tmp:
             model.save(Path(tmp) / "model")
+            (Path(tmp) / "history.json").write_text(json.dumps(_jsonable(getattr(model, "history", []))))
             ray.train.report({"epoch": len(getattr(model, "history", [])) or 1,
-                              "val_ndcg@10": float(getattr(model, "best_score", float("nan")))},
+                              "val_ndcg@10": float(getattr(model, "best_score", float("nan"))), **resumed},
                              checkpoint=ray.train.Checkpoint.from_directory(tmp))
         return
 
@@ -123,6 +143,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             trainer.load_state_dict(torch.load(Path(directory) / "state.pt", weights_only=False))
         log.info("rank %d resumed after epoch %d", rank, trainer.epoch)
+    resumed = {"resumed_runs": int(checkpoint is not None), "resumed_from_epoch": trainer.epoch}
     trainer.wrap(ray.train.torch.prepare_model)
     while not trainer.done:
         record = trainer.run_epoch()
@@ -131,7 +152,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if rank == 0:
                 torch.save(trainer.state_dict(), Path(tmp) / "state.pt")
                 saved = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report({**record, "resumed_runs": int(checkpoint is not None)}, checkpoint=saved)
+            ray.train.report({**record, **resumed}, checkpoint=saved)
         _maybe_kill(job, rank, trainer.epoch)
 
 
@@ -141,6 +162,11 @@ def _maybe_kill(job: TrainJob, rank: int, epoch: int) -> None:
     kill_rank, kill_epoch = job.kill_rank_after_epoch
     marker = Path(job.kill_marker)
     if rank == kill_rank and epoch == kill_epoch and not marker.exists():
+        import ray.train
+
+        # Reports are registered asynchronously; wait until this epoch's checkpoint is one Ray
+        # Train would resume from, so a test knows exactly where the run must pick up.
+        ray.train.get_all_reported_checkpoints(timeout_s=60)
         marker.write_text(f"killed rank {rank} after epoch {epoch}\n")
         os.kill(os.getpid(), 9)
 
@@ -197,6 +223,7 @@ def _train(job: TrainJob, *, workers: int, use_gpu: bool, local: bool, max_failu
                 from armor.models.base import load_recommender
 
                 model = load_recommender(Path(directory) / "model")
+                model.history = json.loads((Path(directory) / "history.json").read_text())
             else:
                 from armor.models.content import EncoderTrainer
 

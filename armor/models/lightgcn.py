@@ -15,10 +15,11 @@ liked in training, L2 on the batch's layer-0 embeddings (scaled as in the author
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,9 @@ DEFAULT_GRID: dict[str, list[Any]] = {
     "reg": [1e-4, 1e-3],
     "epochs": [300],
 }
+
+# on_epoch(record, state): the epoch's history record and a function returning the training state.
+EpochCallback = Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]
 
 # The authors' initialisation (normal with std 0.1).
 INIT_STD = 0.1
@@ -165,9 +169,16 @@ class LightGCN(Recommender):
         self.fit_seconds: float | None = None
 
     def fit(self, train: sp.csr_matrix, valid: sp.csr_matrix | None = None,
-            data: SplitData | None = None, eval_config: EvalConfig | None = None) -> LightGCN:
+            data: SplitData | None = None, eval_config: EvalConfig | None = None, *,
+            on_epoch: EpochCallback | None = None, resume: dict[str, Any] | None = None) -> LightGCN:
         """Train on the (users x items) ``train``; with ``valid`` or ``data``, stop early on
-        validation NDCG@10. ``data.test`` is never read."""
+        validation NDCG@10. ``data.test`` is never read.
+
+        ``on_epoch(record, state)`` is called after every epoch with its history record and a
+        function returning the whole training state; passing that state back as ``resume``
+        continues the run where it was, to the same result as an uninterrupted one (Ray Train
+        checkpoints it every epoch).
+        """
         train = sp.csr_matrix(train, dtype=np.float32)
         if data is not None and train.shape != data.train.shape:
             raise DataError(f"train has shape {train.shape} but the split is {data.train.shape} "
@@ -178,12 +189,13 @@ class LightGCN(Recommender):
         if self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
         try:
-            self._fit(train, data, eval_config)
+            self._fit(train, data, eval_config, on_epoch, resume)
         finally:
             torch.set_num_threads(previous_threads)
         return self
 
-    def _fit(self, train: sp.csr_matrix, data: SplitData | None, eval_config: EvalConfig | None) -> None:
+    def _fit(self, train: sp.csr_matrix, data: SplitData | None, eval_config: EvalConfig | None,
+             on_epoch: EpochCallback | None, resume: dict[str, Any] | None) -> None:
         cfg = self.config
         started = time.perf_counter()
         device = _device(self.device)
@@ -204,8 +216,30 @@ class LightGCN(Recommender):
         sampler = NegativeSampler(train)
         self.history = []
         best: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-        best_score, best_epoch, stale = -np.inf, 0, 0
-        for epoch in range(1, cfg.epochs + 1):
+        best_score, best_epoch, stale, done_epochs, stopped = -np.inf, 0, 0, 0, False
+        if resume is not None:
+            if tuple(resume["embeddings"].shape) != tuple(embeddings.shape):
+                raise DataError(f"lightgcn resume state has embeddings of shape {tuple(resume['embeddings'].shape)}, "
+                                f"this graph needs {tuple(embeddings.shape)}: a different split or config")
+            with torch.no_grad():
+                embeddings.copy_(resume["embeddings"].to(device))
+            optimizer.load_state_dict(resume["optimizer"])
+            rng.bit_generator.state = resume["rng"]
+            self.history = list(resume["history"])
+            best = resume["best"]
+            best_score, best_epoch, stale = resume["best_score"], resume["best_epoch"], resume["stale"]
+            done_epochs, stopped = resume["epoch"], resume["stopped"]
+
+        def state(epoch: int) -> dict[str, Any]:
+            # Adam's state_dict holds its live moment tensors: copy them, or later steps change the state.
+            return {"embeddings": embeddings.detach().cpu().clone(), "optimizer": copy.deepcopy(optimizer.state_dict()),
+                    "rng": rng.bit_generator.state, "history": list(self.history), "best": best,
+                    "best_score": best_score, "best_epoch": best_epoch, "stale": stale, "epoch": epoch,
+                    "stopped": stopped}
+
+        for epoch in range(done_epochs + 1, cfg.epochs + 1):
+            if stopped:
+                break
             order = rng.permutation(pos_users.size)
             total_loss = 0.0
             for start in range(0, order.size, cfg.batch_size):
@@ -228,24 +262,23 @@ class LightGCN(Recommender):
                 loss.backward()
                 optimizer.step()
                 total_loss += float(loss.detach()) * batch.size
-            mean_loss = total_loss / order.size
+            record: dict[str, float] = {"epoch": epoch, "loss": total_loss / order.size}
 
-            if data is None:
-                continue
-            if epoch % self.eval_every and epoch != cfg.epochs:
-                continue
-            self._set_final(adjacency, embeddings, n_users)
-            score = selection_score(self, data, eval_config)
-            self.history.append({"epoch": epoch, "loss": mean_loss, SELECT_METRIC: score})
-            log.debug("lightgcn epoch %d: loss %.4f valid %s %.4f", epoch, mean_loss, SELECT_METRIC, score)
-            if score > best_score:
-                best_score, best_epoch, stale = score, epoch, 0
-                best = (self.user_final.copy(), self.item_final.copy(),
-                        self.user_emb0.copy(), self.item_emb0.copy())
-            else:
-                stale += 1
-                if stale >= cfg.patience:
-                    break
+            if data is not None and (epoch % self.eval_every == 0 or epoch == cfg.epochs):
+                self._set_final(adjacency, embeddings, n_users)
+                score = selection_score(self, data, eval_config)
+                record[SELECT_METRIC] = score
+                self.history.append(record)
+                log.debug("lightgcn epoch %d: loss %.4f valid %s %.4f", epoch, record["loss"], SELECT_METRIC, score)
+                if score > best_score:
+                    best_score, best_epoch, stale = score, epoch, 0
+                    best = (self.user_final.copy(), self.item_final.copy(),
+                            self.user_emb0.copy(), self.item_emb0.copy())
+                else:
+                    stale += 1
+                    stopped = stale >= cfg.patience
+            if on_epoch is not None:
+                on_epoch(record, lambda epoch=epoch: state(epoch))
 
         if data is None:
             self._set_final(adjacency, embeddings, n_users)

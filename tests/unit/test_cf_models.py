@@ -4,6 +4,7 @@ The synthetic "small" world plants taste factors that drive who likes what, so a
 model must beat popularity on it; popularity and random are measured in the same run.
 """
 
+import io
 import time
 
 import numpy as np
@@ -333,6 +334,41 @@ def test_lightgcn_is_deterministic_for_a_seed(small):
     c = LightGCN(other, num_threads=1).fit(small.train).score(users, small.train[users])
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_lightgcn_resumed_from_an_epoch_state_ends_like_an_uninterrupted_run(small):
+    import torch
+
+    config = LightGCNConfig(dim=16, layers=2, lr=5e-2, reg=1e-5, batch_size=1024, epochs=12, patience=3)
+    states, records = {}, []
+
+    def keep(record, state):
+        records.append(record)
+        states[record["epoch"]] = state()
+
+    whole = LightGCN(config, num_threads=1).fit(small.train, data=small, on_epoch=keep)
+    assert [r["epoch"] for r in records] == [h["epoch"] for h in whole.history]  # one call per epoch
+    # Round-trip through torch.save, as a Ray Train checkpoint does.
+    buffer = io.BytesIO()
+    torch.save(states[2], buffer)
+    buffer.seek(0)
+    resumed = LightGCN(config, num_threads=1).fit(small.train, data=small,
+                                                  resume=torch.load(buffer, weights_only=False))
+    assert resumed.history == whole.history
+    assert resumed.best_epoch == whole.best_epoch
+    np.testing.assert_array_equal(resumed.item_final, whole.item_final)
+    np.testing.assert_array_equal(resumed.user_final, whole.user_final)
+    # A state from after early stopping resumes to the same answer without training further.
+    last = LightGCN(config, num_threads=1).fit(small.train, data=small, resume=states[max(states)])
+    np.testing.assert_array_equal(last.item_final, whole.item_final)
+
+
+def test_lightgcn_refuses_a_state_from_another_graph(small):
+    states = {}
+    LightGCN(LightGCNConfig(dim=8, epochs=1), num_threads=1).fit(
+        small.train, on_epoch=lambda record, state: states.setdefault("s", state()))
+    with pytest.raises(DataError, match="resume state has embeddings of shape"):
+        LightGCN(LightGCNConfig(dim=16, epochs=1), num_threads=1).fit(small.train, resume=states["s"])
 
 
 def test_fit_restores_torch_threads(small):
