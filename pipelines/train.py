@@ -5,8 +5,10 @@ each worker draws its slice of every global batch of co-liked pairs, embeddings 
 all-gathered so negatives are mined from the global batch, rank 0 validates after every epoch
 (NDCG@10) and the run stops early when validation stops improving. Every epoch is reported with
 a checkpoint, so a killed worker (or driver) resumes from the last one. BPR and LightGCN train
-in one Ray Train worker (GPU if asked); raw-feature, popularity and random models need no
-training. Outputs in WORKSPACE/models/NAME/: the model, item_embeddings.parquet, metrics.json.
+in one Ray Train worker (GPU if asked); LightGCN checkpoints every epoch too, while BPR
+(`implicit` fits in one call) is checkpointed when done and retrained if its worker dies.
+With --grid they are grid-searched on validation in this process. Raw-feature, popularity and
+random models need no training. Outputs in WORKSPACE/models/NAME/: the model, item_embeddings.parquet, metrics.json.
 Test is never looked at here: `armor evaluate --on test` or the report does that, once.
 """
 
