@@ -71,6 +71,28 @@ class TrialTracker:
             tags={"armor.stage": "tune-trial"}))
         self._run.log_params({f"sample.{k}": v for k, v in sample.items()})
 
+    @property
+    def run_id(self) -> str | None:
+        """The current trial's run."""
+        return None if self._run is None else self._run.run_id
+
+    def close_stopped_trials(self) -> int:
+        """Driver side, after the sweep: end the trial runs still RUNNING and return how many.
+
+        A trial's own process ends its run, unless Tune stopped the trial (ASHA, or its last
+        epoch) while it waited on a Ray Train run: then the process is gone with the run open.
+        """
+        from mlflow import MlflowClient
+
+        from armor.tracking.mlflow import child_runs, with_retries
+
+        client = MlflowClient(tracking_uri=self.uri)
+        still_running = [r for r in child_runs(self.parent_run_id, self.uri) if r.info.status == "RUNNING"]
+        for run in still_running:
+            with_retries(client.set_tag, run.info.run_id, "armor.stopped_by", "tune", what="trial run tag")
+            with_retries(client.set_terminated, run.info.run_id, "FINISHED", what="end trial run")
+        return len(still_running)
+
     def log_epoch(self, record: dict[str, Any]) -> None:
         if self._run is not None:
             self._run.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=int(record["epoch"]))

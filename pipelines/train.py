@@ -285,7 +285,7 @@ def _grid_search(job: TrainJob, bench):  # noqa: ANN001, ANN202
 
 
 def _fit_on_ray(job: TrainJob, *, workers: int, use_gpu: bool, max_failures: int, storage: Path, name: str,
-                fresh: bool = False):  # noqa: ANN202
+                fresh: bool = False, callbacks: list | None = None):  # noqa: ANN202
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -308,7 +308,7 @@ def _fit_on_ray(job: TrainJob, *, workers: int, use_gpu: bool, max_failures: int
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
             run_config=RunConfig(name=run, storage_path=str(storage.resolve()),
                                  failure_config=FailureConfig(max_failures=max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks))
         result = trainer.fit()
     if result.error is not None:
         raise result.error

@@ -1,7 +1,8 @@
 """Sweep the fused model's margin, dimension, learning rate and fusion variant with Ray Tune.
 
 Every trial trains with the same epoch trainer as `armor train` and reports validation NDCG@10
-after each epoch with a checkpoint; ASHA stops weak trials early. Trials reserve their CPUs (or
+after each epoch with a checkpoint; ASHA stops weak trials early. A trial trains in its own
+process by default, or, with `--trial-workers N`, as a Ray Train run of N data-parallel workers. Trials reserve their CPUs (or
 a GPU) explicitly and at most as many run at once as the cluster can hold, so a sweep never
 starves itself (Tune over nested trainers deadlocks on small machines otherwise). An
 interrupted sweep resumes with `--resume`: finished trials are kept, unfinished ones continue
@@ -49,11 +50,9 @@ def tune_trial(config: dict[str, Any]) -> None:
     import ray.tune
     import torch
 
-    from armor.models.content import EncoderTrainer
-    from pipelines.train import _load, build_model
-
     from armor.config import from_dict
-    from pipelines.train import TrainJob
+    from armor.models.content import EncoderTrainer
+    from pipelines.train import TrainJob, _load, build_model
 
     sample = {k: config[k] for k in ("margin", "out_dim", "lr", "variant")}
     # Plain data in the param space: Tune serialises it into its experiment state, and objects
@@ -84,6 +83,51 @@ def tune_trial(config: dict[str, Any]) -> None:
             tracker.end_trial()
 
 
+def tune_trial_on_ray_train(config: dict[str, Any]) -> None:
+    """One trial as its own Ray Train run (``--trial-workers N``): N data-parallel workers, each
+    epoch's report forwarded to Tune (and to the trial's MLflow run). The run is named after the
+    trial, so a restored sweep's trial picks its Ray Train run up from its last checkpoint."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from armor.config import from_dict
+    from pipelines.train import TrainJob, _fit_on_ray
+
+    sample = {k: config[k] for k in ("margin", "out_dim", "lr", "variant")}
+    job = apply_sample(from_dict(TrainJob, config["job"]), sample)
+    trial = ray.tune.get_context().get_trial_id()
+    tracker = TrialTracker(**config["tracker"]) if config.get("tracker") else None
+    callbacks = [TuneReportCallback()]
+    if tracker is not None:
+        tracker.start_trial(ray.tune.get_context().get_trial_name(), job, sample)
+        callbacks.append(_epoch_logger(tracker.uri, tracker.run_id))
+    try:
+        _fit_on_ray(job, workers=int(config["trial_workers"]), use_gpu=bool(config["use_gpu"]), max_failures=2,
+                    storage=Path(config["train_storage"]), name=f"trial-{trial}", callbacks=callbacks)
+    finally:
+        if tracker is not None:
+            tracker.end_trial()
+
+
+def _epoch_logger(uri: str, run_id: str):  # noqa: ANN202 - a ray.train UserCallback
+    """A Ray Train callback, run in the Train controller, logging each epoch rank 0 reports to
+    ``run_id`` as it arrives: Tune may stop the trial before the run returns."""
+    from ray.train import UserCallback
+
+    class EpochLogger(UserCallback):
+        def after_report(self, run_context, metrics, checkpoint) -> None:  # noqa: ANN001
+            from mlflow import MlflowClient
+
+            from armor.tracking.mlflow import TrackedRun
+
+            record = metrics[0]
+            run = TrackedRun(run_id=run_id, experiment_id="", uri=uri, client=MlflowClient(tracking_uri=uri))
+            run.log_metrics({k: record[k] for k in ("val_ndcg@10", "loss") if k in record},
+                            step=int(record["epoch"]))
+
+    return EpochLogger()
+
+
 def sweep(args: argparse.Namespace, job, tracker: TrialTracker | None = None):  # noqa: ANN001, ANN201
     """Run (or resume) the sweep; returns Tune's ResultGrid."""
     import ray
@@ -91,7 +135,16 @@ def sweep(args: argparse.Namespace, job, tracker: TrialTracker | None = None):  
     from ray.tune.schedulers import ASHAScheduler
 
     storage = (Path(args.workspace) / "tune").resolve()
-    trainable = tune.with_resources(tune_trial, resources(args))
+    if args.trial_workers < 0:
+        from armor.errors import ConfigError
+
+        raise ConfigError(f"--trial-workers: must be 0 (in-process trials) or a worker count, got {args.trial_workers}")
+    if args.trial_workers:
+        # The trial itself only waits on its Ray Train run, whose workers hold the CPUs (and
+        # GPUs); a trial holding a whole CPU too deadlocks a 2-CPU machine (see STACK_NOTES).
+        trainable = tune.with_resources(tune_trial_on_ray_train, {"cpu": 0.01})
+    else:
+        trainable = tune.with_resources(tune_trial, resources(args))
     if args.resume:
         path = storage / args.name
         if not tune.Tuner.can_restore(str(path)):
@@ -101,11 +154,17 @@ def sweep(args: argparse.Namespace, job, tracker: TrialTracker | None = None):  
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        concurrent = args.max_concurrent or max(1, int(cpus // max(args.cpus_per_trial, 1e-9)))
+        per_trial = args.trial_workers or args.cpus_per_trial  # a Ray Train worker takes one CPU
+        fits = cpus // max(per_trial, 1e-9)
+        if args.use_gpu:
+            fits = min(fits, int(ray.cluster_resources().get("GPU", 0)) // max(args.trial_workers, 1))
+        concurrent = args.max_concurrent or max(1, int(fits))
         tuner = tune.Tuner(
             trainable,
             param_space={**search_space(args), "job": dataclasses.asdict(job),
                          "threads": max(1, int(args.cpus_per_trial)),
+                         "trial_workers": args.trial_workers, "use_gpu": args.use_gpu,
+                         "train_storage": str(storage / args.name / "ray_train"),
                          "tracker": None if tracker is None else tracker.__getstate__()},
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode="max", num_samples=args.samples, max_concurrent_trials=concurrent,
@@ -135,11 +194,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="random")
     parser.add_argument("--missing-modality", choices=("exclude", "impute"), default="exclude")
     parser.add_argument("--name", default="fused-sweep", help="sweep name under WORKSPACE/tune")
-    parser.add_argument("--resume", action="store_true", help="resume the interrupted sweep of this name")
+    parser.add_argument("--resume", action="store_true",
+                        help="resume the interrupted sweep of this name (with the same --trial-workers)")
     parser.add_argument("--samples", type=int, default=8, help="trials to sample")
     parser.add_argument("--grace-period", type=int, default=2, help="ASHA: epochs before a trial can be stopped")
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
-    parser.add_argument("--use-gpu", action="store_true", help="one GPU per trial")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per trial (per trial worker)")
+    parser.add_argument("--trial-workers", type=int, default=0, metavar="N",
+                        help="run each trial as a Ray Train run with N data-parallel workers, one CPU "
+                             "(and GPU) each; 0 (default): each trial trains in its own process")
     parser.add_argument("--max-concurrent", type=int, default=None,
                         help="trials at once (default: as many as the cluster's CPUs hold)")
     space = parser.add_argument_group("search space")
@@ -181,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
                                "space.margin": [args.margin_min, args.margin_max],
                                "space.lr": [args.lr_min, args.lr_max]})
         results = sweep(args, job, tracker)
+        if tracker is not None:
+            tracker.close_stopped_trials()
         errors = [r.error for r in results if r.error is not None]
         if errors:
             log.warning("%d trials failed; first: %s", len(errors), errors[0])

@@ -11,6 +11,8 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from armor.errors import ConfigError
+from pipelines.train import TrainJob
 from pipelines.tune import add_arguments, best_sample, sweep
 from tests.processes import kill_tree
 from tests.workspaces import make_workspace
@@ -89,3 +91,9 @@ def finished_trials(experiment_dir: Path) -> dict[str, int]:
         if len(lines) >= 3:
             out[result.parent.name] = len(lines)
     return out
+
+
+def test_a_negative_trial_worker_count_is_refused(tmp_path):
+    args = parse("--workspace", str(tmp_path), "--trial-workers", "-1")
+    with pytest.raises(ConfigError, match="--trial-workers"):
+        sweep(args, TrainJob(workspace=str(tmp_path), split="random", model="fused"))
