@@ -31,19 +31,11 @@ from armor.eval.protocol import evaluate
 from armor.models.base import load_recommender
 from armor.models.baselines import RandomRanker
 from armor.models.content import FeatureModel, FusionRecommender, ProjectedFeatureModel
+from tests.threads import one_thread  # noqa: F401 - autouse for this module
 
 EVAL = EvalConfig(bootstrap_samples=0)
 FUSION = FusionConfig(variant="full", dim=64, out_dim=32, heads=4, dropout=0.1)
 TRAIN = TrainConfig(batch_size=128, epochs=30, patience=6, lr=1e-3, seed=0)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small matmuls: one thread is faster on a shared machine, and fixes the summation order.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

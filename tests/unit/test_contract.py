@@ -14,7 +14,6 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 
 from armor.config import (
     BPRConfig,
@@ -30,6 +29,7 @@ from armor.models.base import EmbeddingRecommender, load_recommender
 from armor.models.baselines import RandomRanker
 from armor.models.content import FeatureModel
 from pipelines.train import INSTANT, MODELS, TrainJob, build_model
+from tests.threads import one_thread  # noqa: F401 - autouse for this module
 from tests.workspaces import make_workspace
 
 EVAL = EvalConfig(bootstrap_samples=0)
@@ -45,15 +45,6 @@ POPULARITY_MARGIN = 2.0
 # Users scored in the score checks; a pair picked out of order for the batching check.
 USERS = np.arange(48)
 PAIR = np.array([29, 3])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Small matmuls: one thread is faster on a shared 2-core machine and fixes summation order.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
