@@ -8,8 +8,8 @@ a checkpoint, so a killed worker (or driver) resumes from the last one. BPR and 
 in one Ray Train worker (GPU if asked); LightGCN checkpoints every epoch too, while BPR
 (`implicit` fits in one call) is checkpointed when done and retrained if its worker dies.
 With --grid they are grid-searched on validation in this process. Raw-feature, popularity and
-random models need no training. Outputs in WORKSPACE/models/NAME/: the model, item_embeddings.parquet, metrics.json.
-Test is never looked at here: `armor evaluate --on test` or the report does that, once.
+random models need no training. Outputs in WORKSPACE/models/NAME/: the model,
+item_embeddings.parquet, metrics.json. Test is never looked at here: `armor evaluate --on test` or the report does that, once.
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 Every trial trains with the same epoch trainer as `armor train` and reports validation NDCG@10
 after each epoch with a checkpoint; ASHA stops weak trials early. A trial trains in its own
-process by default, or, with `--trial-workers N`, as a Ray Train run of N data-parallel workers. Trials reserve their CPUs (or
-a GPU) explicitly and at most as many run at once as the cluster can hold, so a sweep never
-starves itself (Tune over nested trainers deadlocks on small machines otherwise). An
-interrupted sweep resumes with `--resume`: finished trials are kept, unfinished ones continue
-from their checkpoints. The winner is chosen on validation, retrained with early stopping,
-and scored on test once.
+process by default, or, with `--trial-workers N`, as a Ray Train run of N data-parallel
+workers. Trials reserve their CPUs (or a GPU) explicitly and at most as many run at once as
+the cluster can hold, so a sweep never starves itself (Tune over nested trainers deadlocks on
+small machines otherwise). An interrupted sweep resumes with `--resume`: finished trials are
+kept, unfinished ones continue from their checkpoints. The winner is chosen on validation,
+retrained with early stopping, and scored on test once.
 """
 
 from __future__ import annotations
@@ -45,19 +45,29 @@ def apply_sample(job, sample: dict[str, Any]):  # noqa: ANN001, ANN201 - TrainJo
     return dataclasses.replace(job, model=model, fusion=fusion, train=train)
 
 
+SAMPLED = ("margin", "out_dim", "lr", "variant")
+
+
+def trial_job(config: dict[str, Any]):  # noqa: ANN201 - (TrainJob, sample)
+    """A trial's job and sampled values from its config. The base job is plain data in the param
+    space: Tune serialises it into its experiment state, and objects do not come back as
+    themselves from a restored sweep."""
+    from armor.config import from_dict
+    from pipelines.train import TrainJob
+
+    sample = {k: config[k] for k in SAMPLED}
+    return apply_sample(from_dict(TrainJob, config["job"]), sample), sample
+
+
 def tune_trial(config: dict[str, Any]) -> None:
     """One trial: resume from its checkpoint if Tune restored it, report every epoch."""
     import ray.tune
     import torch
 
-    from armor.config import from_dict
     from armor.models.content import EncoderTrainer
-    from pipelines.train import TrainJob, _load, build_model
+    from pipelines.train import _load, build_model
 
-    sample = {k: config[k] for k in ("margin", "out_dim", "lr", "variant")}
-    # Plain data in the param space: Tune serialises it into its experiment state, and objects
-    # do not come back as themselves from a restored sweep.
-    job = apply_sample(from_dict(TrainJob, config["job"]), sample)
+    job, sample = trial_job(config)
     torch.set_num_threads(max(1, int(config["threads"])))
     bench = _load(job)
     model = build_model(job, bench)
@@ -90,11 +100,9 @@ def tune_trial_on_ray_train(config: dict[str, Any]) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from armor.config import from_dict
-    from pipelines.train import TrainJob, _fit_on_ray
+    from pipelines.train import _fit_on_ray
 
-    sample = {k: config[k] for k in ("margin", "out_dim", "lr", "variant")}
-    job = apply_sample(from_dict(TrainJob, config["job"]), sample)
+    job, sample = trial_job(config)
     trial = ray.tune.get_context().get_trial_id()
     tracker = TrialTracker(**config["tracker"]) if config.get("tracker") else None
     callbacks = [TuneReportCallback()]
@@ -184,7 +192,7 @@ def best_sample(results) -> tuple[dict[str, Any], float, int]:  # noqa: ANN001
     best = results.get_best_result(metric=METRIC, mode="max", scope="all")
     frame = best.metrics_dataframe
     row = frame.loc[frame[METRIC].idxmax()]
-    sample = {k: best.config[k] for k in ("margin", "out_dim", "lr", "variant")}
+    sample = {k: best.config[k] for k in SAMPLED}
     return sample, float(row[METRIC]), int(row["epoch"])
 
 
