@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test venv bench clean help
+.PHONY: demo test lint venv bench clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -30,8 +30,11 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)  ## run the main job end to end on the embedded MovieLens-100K; writes runs/demo/
 	$(PY) -m pipelines demo --workspace runs/demo
 
-test: $(STAMP)  ## run the whole test suite (slow tests included)
+test: lint  ## lint, then run the whole test suite (slow tests included)
 	$(PY) -m pytest -q
+
+lint: $(STAMP)  ## ruff over the library, pipelines, tests and benchmarks
+	$(VENV)/bin/ruff check armor pipelines tests benchmarks
 
 bench: $(STAMP)  ## run every benchmark (each prints its ratio against an in-run baseline)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

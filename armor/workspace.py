@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from armor.errors import DataError
+from armor.io import write_text
+
+if TYPE_CHECKING:
+    from armor.models.base import Recommender
+
+EMBEDDINGS_FILE = "item_embeddings.parquet"
+METRICS_FILE = "metrics.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,3 +57,23 @@ class Workspace:
         missing = [p for p in paths if not p.exists()]
         if missing:
             raise DataError(f"missing {', '.join(str(p) for p in missing)}; {hint}", path=self.root)
+
+
+def write_model(model: Recommender, item_ids: np.ndarray, summary: dict[str, Any], directory: Path) -> None:
+    """A trained model's directory: the model, its item embeddings and FAISS index (when it has
+    them) and ``metrics.json``, each written atomically."""
+    import pyarrow as pa
+
+    from armor.io import write_parquet
+    from armor.retrieval.index import ItemIndex
+
+    model.save(directory / "model")
+    embeddings = model.item_embeddings()
+    if embeddings is not None:
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        table = pa.table({"movie_id": pa.array(item_ids, pa.int32()),
+                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)),
+                                                                         embeddings.shape[1])})
+        write_parquet(table, directory / EMBEDDINGS_FILE)
+        ItemIndex(np.asarray(item_ids), embeddings).save(directory / "faiss")
+    write_text(json.dumps(summary, indent=2, default=str) + "\n", directory / METRICS_FILE)

@@ -22,7 +22,7 @@ from armor.models.base import EmbeddingRecommender, l2_normalize
 
 
 class StaticEmbeddings(EmbeddingRecommender):
-    kind = "bench-static"
+    name = "bench-static"
 
     def __init__(self, embeddings: np.ndarray):
         self.embeddings = embeddings
@@ -80,7 +80,7 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     model = StaticEmbeddings(rng.normal(size=(data.n_items, 64)).astype(np.float32))
-    config = EvalConfig(bootstrap_samples=0)
+    config = EvalConfig(bootstrap=0)
 
     vectorised_times = []
     for _ in range(args.repeats):

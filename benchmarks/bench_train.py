@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -222,18 +223,20 @@ def main() -> None:
         fused: dict = {}
         ray_pids: dict[int, str] = {}
         if not args.skip_fused:
+            from armor.models.registry import ModelSettings
             from pipelines.ray_utils import ray_session
-            from pipelines.train import TrainJob, train
+            from pipelines.train import Placement, TrainJob, train
 
-            job = TrainJob(workspace=str(ws), split="random", model="fused", fusion=FusionConfig(),
-                           train=TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch))
+            settings = ModelSettings.of(fusion=FusionConfig(),
+                                        train=TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch))
+            job = TrainJob(workspace=str(ws), split="random", model="fused", settings=settings)
             import torch
 
             before = torch.get_num_threads()
             for threads in (1, 2):
                 torch.set_num_threads(threads)
                 started = time.perf_counter()
-                summary = train(job, local=True, name=f"fused-local{threads}")
+                summary = train(dataclasses.replace(job, name=f"fused-local{threads}"), Placement(local=True))
                 fused[f"local{threads}"] = {**steady(summary["history"], 1), "run_s": time.perf_counter() - started}
                 print(f"  fused in-process threads={threads}: {fused[f'local{threads}']['pairs_per_s']:.0f} pairs/s",
                       flush=True)
@@ -241,7 +244,8 @@ def main() -> None:
             with ray_session():
                 for workers in (1, 2):
                     started = time.perf_counter()
-                    summary = train(job, workers=workers, name=f"fused-ray{workers}", fresh=True)
+                    summary = train(dataclasses.replace(job, name=f"fused-ray{workers}"),
+                                    Placement(workers=workers, fresh=True))
                     fused[workers] = {**steady(summary["history"], workers), "run_s": time.perf_counter() - started}
                     print(f"  fused ray workers={workers}: {fused[workers]['pairs_per_s']:.0f} pairs/s", flush=True)
                 ray_pids.update(descendants())

@@ -1,16 +1,97 @@
-"""Shared command-line plumbing: logging, error reporting, and stage entrypoints."""
+"""Shared command-line plumbing: flags generated from config dataclasses, logging, error reporting,
+and stage entrypoints.
+
+A stage's flags come from the fields of the dataclasses its typed function takes: a field's name,
+type, default and help (``armor.config.setting``) are written once, on the dataclass, and
+``add_dataclass_arguments`` / ``dataclass_from_args`` turn them into flags and back.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+import types
+import typing
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
 
 from armor.errors import ArmorError
 
 log = logging.getLogger("armor")
+
+T = TypeVar("T")
+
+
+def _flag(prefix: str, name: str) -> str:
+    return "--" + (prefix + name).replace("_", "-")
+
+
+def _dest(prefix: str, name: str) -> str:
+    return (prefix + name).replace("-", "_")
+
+
+def _argument(hint: Any, default: Any) -> dict[str, Any]:
+    """argparse keyword arguments (type, choices, nargs, action) for a field type."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # X | None
+        inner = [a for a in args if a is not type(None)]
+        return _argument(inner[0], default) if len(inner) == 1 else {}
+    if origin is typing.Literal:
+        return {"choices": list(args), "type": type(args[0])}
+    if origin is tuple:
+        return {"nargs": "+", **_argument(args[0], None)}
+    if hint is bool:  # a switch that turns the default off: --use-gpu, --no-tracking
+        return {"action": "store_false" if default else "store_true"}
+    if hint in (int, float, str):
+        return {"type": hint}
+    raise TypeError(f"no command-line form for a field of type {hint!r}")
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls: type, *,
+                            prefix: str = "", exclude: Collection[str] = (), defaults: Any = None,
+                            required: Collection[str] = (), choices: Mapping[str, Sequence[Any]] | None = None,
+                            ) -> None:
+    """One flag per field of dataclass ``cls``: ``--{prefix}{field-name}``, defaults from ``defaults``
+    (an instance) or the field's own default, help from the field's ``help`` metadata; ``choices``
+    restricts fields whose values are known only at run time (e.g. the model registry's names)."""
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name in exclude:
+            continue
+        if defaults is not None:
+            default = getattr(defaults, field.name)
+        elif field.default is not dataclasses.MISSING:
+            default = field.default
+        else:
+            default = None
+        kwargs = _argument(hints[field.name], default)
+        if choices and field.name in choices:
+            kwargs["choices"] = list(choices[field.name])
+        text = field.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
+        flag = _flag(prefix, field.name)
+        if kwargs.get("action") == "store_false":
+            flag = "--no-" + flag[2:]
+        if field.name in required:
+            kwargs["required"] = True
+        elif default is not None and "action" not in kwargs:
+            text = f"{text} (default {' '.join(map(str, default)) if isinstance(default, tuple) else default})"
+        parser.add_argument(flag, dest=_dest(prefix, field.name), default=default, help=text.strip() or None,
+                            **kwargs)
+
+
+def dataclass_from_args(cls: type[T], args: argparse.Namespace, *, prefix: str = "", **overrides: Any) -> T:
+    """The ``cls`` instance the flags of ``add_dataclass_arguments`` describe (validated by ``cls``)."""
+    values = {}
+    for field in dataclasses.fields(cls):
+        dest = _dest(prefix, field.name)
+        if hasattr(args, dest):
+            value = getattr(args, dest)
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+    values.update(overrides)
+    return cls(**values)
 
 
 def setup_logging(verbose: int = 0) -> None:

@@ -10,7 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from pipelines.cli import add_common, stage_main
+from armor.config import SplitConfig
+from pipelines.cli import add_common, add_dataclass_arguments, dataclass_from_args, stage_main
 
 log = logging.getLogger("armor.data")
 
@@ -53,11 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "random or temporal 80/10/10, or leave-one-out (latest positive to test, "
                            "the one before it to valid; ties by timestamp, then movie id).")
     split.add_argument("--workspace", required=True, type=Path)
-    split.add_argument("--method", choices=("random", "temporal", "loo"), default="random")
-    split.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VALID", "TEST"))
-    split.add_argument("--positive-threshold", type=float, default=4.0)
-    split.add_argument("--min-user-positives", type=int, default=5)
-    split.add_argument("--seed", type=int, default=0)
+    add_dataclass_arguments(split, SplitConfig)
     split.add_argument("--name", default=None, help="split directory name (default: the method)")
     add_common(split)
     split.set_defaults(func=run_split)
@@ -82,20 +79,24 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_split(args: argparse.Namespace) -> int:
+def split(workspace: Path, config: SplitConfig, name: str | None = None) -> dict[str, int]:
+    """Split the workspace's interactions into WORKSPACE/splits/NAME; returns the rows per part."""
     import pyarrow.parquet as pq
 
-    from armor.config import SplitConfig
     from armor.data.splits import split_interactions, write_splits
     from armor.workspace import Workspace
 
-    ws = Workspace(args.workspace)
+    ws = Workspace(workspace)
     ws.require(ws.interactions, hint="run `armor data prepare` first")
-    config = SplitConfig(method=args.method, ratios=tuple(args.ratios), positive_threshold=args.positive_threshold,
-                         min_user_positives=args.min_user_positives, seed=args.seed)
     tables = split_interactions(pq.read_table(ws.interactions), config)
-    out = write_splits(tables, config, ws.split_dir(args.name or args.method))
-    log.info("split %s: %s", out, {name: t.num_rows for name, t in tables.items()})
+    out = write_splits(tables, config, ws.split_dir(name or config.method))
+    counts = {part: t.num_rows for part, t in tables.items()}
+    log.info("split %s: %s", out, counts)
+    return counts
+
+
+def run_split(args: argparse.Namespace) -> int:
+    split(args.workspace, dataclass_from_args(SplitConfig, args), args.name)
     return 0
 
 

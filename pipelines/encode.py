@@ -13,11 +13,17 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from armor.config import EncodeConfig
-from pipelines.cli import add_common, stage_main
-from pipelines.tracking import add_tracking_arguments, options, stage_run
+from pipelines.cli import add_common, add_dataclass_arguments, dataclass_from_args, stage_main
+from pipelines.tracking import add_tracking_arguments, stage_run, tracking_from_args
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from armor.features.store import FeatureStore
+    from armor.tmdb.scrape import ScrapeStore
 
 log = logging.getLogger("armor.encode")
 
@@ -78,16 +84,10 @@ def describe_encoders(config: EncodeConfig) -> tuple[dict[str, int], dict[str, A
 
 def encode(workspace: Path, config: EncodeConfig, *, overwrite: bool = False, limit: int | None = None,
            features_dir: Path | None = None) -> dict[str, Any]:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import ray
-    from tqdm.auto import tqdm
-
-    from armor.features.image import preprocess_batch
+    """Encode every scraped movie not yet in the feature store (with these encoders); returns a summary."""
     from armor.features.store import FeatureStore
     from armor.tmdb.scrape import ScrapeStore
     from armor.workspace import Workspace
-    from pipelines.ray_utils import quiet_ray_data, ray_session
 
     ws = Workspace(workspace)
     scraped = ScrapeStore(ws.tmdb)
@@ -100,65 +100,91 @@ def encode(workspace: Path, config: EncodeConfig, *, overwrite: bool = False, li
     store = FeatureStore(features_dir or ws.features, dims, encoders)
     store.claim(overwrite=overwrite)
     store.compact()
+    todo, scraped_movies = _pending(scraped, store, limit)
+    log.info("encode: %d scraped movies, %d to encode with %s", scraped_movies, len(todo),
+             {m: f"{e.get('backbone') or e.get('model')} ({e['dim']}-d)" for m, e in encoders.items()})
+    counts: dict[str, dict[str, int]] = {m: {} for m in ("text", "poster", "thumbnail")}
+    started = time.monotonic()
+    if todo:
+        started = _run_job(scraped, store, config, dims, encoders, todo, counts)
+        store.compact()
+    return _summary(store, counts, len(todo), time.monotonic() - started, encoders)
+
+
+def _pending(scraped: ScrapeStore, store: FeatureStore, limit: int | None) -> tuple[list[int], int]:
+    """Movies whose current scrape has no features yet (sorted), and how many movies are scraped."""
+    import pyarrow as pa
 
     done = store.done()
     index = scraped.read(["movie_id", "scraped_at"])
     keys = zip(index["movie_id"].to_pylist(), index["scraped_at"].cast(pa.int64()).to_pylist())
     todo = sorted(m for m, t in keys if (m, t) not in done)
-    if limit is not None:
-        todo = todo[:limit]
-    log.info("encode: %d scraped movies, %d to encode with %s", index.num_rows, len(todo),
-             {m: f"{e.get('backbone') or e.get('model')} ({e['dim']}-d)" for m, e in encoders.items()})
-    counts: dict[str, dict[str, int]] = {m: {} for m in ("text", "poster", "thumbnail")}
-    started = time.monotonic()
-    if todo:
-        with ray_session():
-            quiet_ray_data()
-            gpus = int(ray.cluster_resources().get("GPU", 0))
-            use_gpu = gpus > 0 and config.device != "cpu"
-            actors = config.actors or (gpus if use_gpu else 1)
-            # On CPU, one actor holds one CPU for Ray's accounting but runs torch on every core
-            # of its node; the decode tasks take the remaining slot and overlap with it.
-            wanted = pa.array(todo, pa.int32())
-            ds = (ray.data.read_parquet([str(p) for p in scraped.parts()], columns=SCRAPE_COLUMNS)
-                  .map_batches(keep_movies, fn_kwargs={"wanted": wanted}, batch_format="pyarrow", batch_size=None)
-                  .map_batches(preprocess_batch, batch_size=config.batch_size, batch_format="numpy", num_cpus=1)
-                  .map_batches(EncodeWorker, batch_size=config.batch_size, batch_format="numpy",
-                               fn_constructor_kwargs={"config": config, "store_dir": str(store.directory),
-                                                      "dims": dims, "encoders": encoders, "use_all_cores": not use_gpu},
-                               compute=ray.data.ActorPoolStrategy(size=actors),
-                               num_gpus=1 if use_gpu else 0, num_cpus=1))
-            bar = tqdm(total=len(todo), desc="encode", unit="movie", disable=None)
-            started = time.monotonic()
-            try:
-                for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-                    for modality in counts:
-                        for status in batch[f"{modality}_status"]:
-                            counts[modality][status] = counts[modality].get(status, 0) + 1
-                    bar.update(len(batch["movie_id"]))
-            finally:
-                bar.close()
-        store.compact()
-    elapsed = time.monotonic() - started
+    return (todo if limit is None else todo[:limit]), index.num_rows
+
+
+def _run_job(scraped: ScrapeStore, store: FeatureStore, config: EncodeConfig, dims: dict[str, int],
+             encoders: dict[str, Any], todo: list[int], counts: dict[str, dict[str, int]]) -> float:
+    """The Ray Data job: CPU decode tasks feeding an encoder actor pool; counts statuses as parts land.
+    Returns when the encoding itself started (after Ray's start-up)."""
+    import pyarrow as pa
+    import ray
+    from tqdm.auto import tqdm
+
+    from armor.features.image import preprocess_batch
+    from pipelines.ray_utils import quiet_ray_data, ray_session
+
+    with ray_session():
+        quiet_ray_data()
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        use_gpu = gpus > 0 and config.device != "cpu"
+        actors = config.actors or (gpus if use_gpu else 1)
+        # On CPU, one actor holds one CPU for Ray's accounting but runs torch on every core
+        # of its node; the decode tasks take the remaining slot and overlap with it.
+        wanted = pa.array(todo, pa.int32())
+        ds = (ray.data.read_parquet([str(p) for p in scraped.parts()], columns=SCRAPE_COLUMNS)
+              .map_batches(keep_movies, fn_kwargs={"wanted": wanted}, batch_format="pyarrow", batch_size=None)
+              .map_batches(preprocess_batch, batch_size=config.batch_size, batch_format="numpy", num_cpus=1)
+              .map_batches(EncodeWorker, batch_size=config.batch_size, batch_format="numpy",
+                           fn_constructor_kwargs={"config": config, "store_dir": str(store.directory),
+                                                  "dims": dims, "encoders": encoders, "use_all_cores": not use_gpu},
+                           compute=ray.data.ActorPoolStrategy(size=actors),
+                           num_gpus=1 if use_gpu else 0, num_cpus=1))
+        bar = tqdm(total=len(todo), desc="encode", unit="movie", disable=None)
+        started = time.monotonic()
+        try:
+            for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
+                for modality in counts:
+                    for status in batch[f"{modality}_status"]:
+                        counts[modality][status] = counts[modality].get(status, 0) + 1
+                bar.update(len(batch["movie_id"]))
+        finally:
+            bar.close()
+    return started
+
+
+def _summary(store: FeatureStore, counts: dict[str, dict[str, int]], encoded: int, elapsed: float,
+             encoders: dict[str, Any]) -> dict[str, Any]:
+    import pyarrow.compute as pc
+
     table = store.read(["movie_id", "text_status", "poster_status", "thumbnail_status"])
     stored = {m: {s: int(c) for s, c in zip(*_counts(table[f"{m}_status"]))} for m in counts}
     images = sum(counts[m].get("ok", 0) for m in ("poster", "thumbnail"))
-    return {"encoded_this_run": len(todo), "this_run": counts, "stored": stored, "movies": table.num_rows,
-            "seconds": round(elapsed, 2), "images_per_second": round(images / elapsed, 2) if todo and elapsed else 0.0,
+    undecodable = pc.or_(pc.equal(table["poster_status"], "undecodable"),
+                         pc.equal(table["thumbnail_status"], "undecodable"))
+    return {"encoded_this_run": encoded, "this_run": counts, "stored": stored, "movies": table.num_rows,
+            "seconds": round(elapsed, 2),
+            "images_per_second": round(images / elapsed, 2) if encoded and elapsed else 0.0,
             "encoders": encoders, "directory": str(store.directory),
-            "undecodable_movie_ids": sorted(set(
-                pc.filter(table["movie_id"], pc.or_(pc.equal(table["poster_status"], "undecodable"),
-                                                    pc.equal(table["thumbnail_status"], "undecodable"))
-                          ).to_pylist()))[:50]}
+            "undecodable_movie_ids": sorted(set(pc.filter(table["movie_id"], undecodable).to_pylist()))[:50]}
 
 
-def keep_movies(batch, wanted):  # noqa: ANN001, ANN201 - pyarrow Table and Array
+def keep_movies(batch: pa.Table, wanted: pa.Array) -> pa.Table:
     import pyarrow.compute as pc
 
     return batch.filter(pc.is_in(batch["movie_id"], value_set=wanted))
 
 
-def _counts(column) -> tuple[list, list]:  # noqa: ANN001
+def _counts(column: pa.ChunkedArray) -> tuple[list, list]:
     import pyarrow.compute as pc
 
     counts = pc.value_counts(column)
@@ -170,7 +196,8 @@ def format_summary(summary: dict[str, Any]) -> str:
              f"{summary['encoded_this_run']} in {summary['seconds']} s ({summary['images_per_second']} images/s)"]
     for modality, statuses in summary["stored"].items():
         meta = summary["encoders"].get(modality)
-        name = "skipped" if meta is None else f"{meta.get('backbone') or meta.get('model')} {meta.get('weights', '')}".strip()
+        name = "skipped" if meta is None else \
+            f"{meta.get('backbone') or meta.get('model')} {meta.get('weights', '')}".strip()
         lines.append(f"  {modality:9s} [{name}]: " + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())))
     if summary["undecodable_movie_ids"]:
         lines.append(f"  undecodable images for movie ids: {summary['undecodable_movie_ids']}")
@@ -178,20 +205,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = EncodeConfig()
     parser.add_argument("--workspace", required=True, type=Path)
-    parser.add_argument("--text-model", default=None,
-                        help="sentence-transformers model name or path (default: packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--image-backbone", choices=("efficientnet-lite0", "resnet50"), default=defaults.image_backbone)
-    parser.add_argument("--image-weights", default=defaults.image_weights, metavar="imagenet|PATH|none",
-                        help="ImageNet weights (packaged for EfficientNet-Lite0, torchvision's cache for "
-                        "ResNet-50), a weights file, or none (random init, recorded as such)")
-    parser.add_argument("--modalities", nargs="+", choices=("text", "poster", "thumbnail"),
-                        default=list(defaults.modalities))
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--amp-dtype", choices=("auto", "bf16", "fp16", "fp32"), default=defaults.amp_dtype)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--actors", type=int, default=None, help="encoder actors (default: one per GPU, else 1)")
+    add_dataclass_arguments(parser, EncodeConfig)
     parser.add_argument("--features-dir", type=Path, default=None, help="default WORKSPACE/features")
     parser.add_argument("--overwrite", action="store_true", help="re-encode when the encoders changed")
     parser.add_argument("--limit", type=int, default=None, help="encode only the first N pending movies")
@@ -199,23 +214,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser)
 
 
-def config_from_args(args: argparse.Namespace) -> EncodeConfig:
-    return EncodeConfig(text_model=args.text_model, image_backbone=args.image_backbone,
-                        image_weights=args.image_weights, modalities=tuple(args.modalities), device=args.device,
-                        batch_size=args.batch_size, actors=args.actors, amp_dtype=args.amp_dtype)
-
-
 def run(args: argparse.Namespace) -> int:
     from pipelines.scrape import flat_numbers
 
-    config = config_from_args(args)
-    with stage_run("encode", args.workspace, config, **options(args)) as tracked:
+    config = dataclass_from_args(EncodeConfig, args)
+    with stage_run("encode", args.workspace, config, tracking=tracking_from_args(args)) as tracked:
         summary = encode(args.workspace, config, overwrite=args.overwrite, limit=args.limit,
                          features_dir=args.features_dir)
         if tracked is not None:
             tracked.log_metrics(flat_numbers({k: v for k, v in summary.items() if k != "encoders"}))
             tracked.log_artifact(Path(summary["directory"]) / "encoders.json")
-            tracked.set_tags({f"encoder.{m}": e.get("backbone") or e.get("model") for m, e in summary["encoders"].items()})
+            tracked.set_tags({f"encoder.{m}": e.get("backbone") or e.get("model")
+                              for m, e in summary["encoders"].items()})
     print(format_summary(summary))
     return 0
 

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipelines.cli import add_common, stage_main
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger("armor.register")
 
@@ -66,26 +71,36 @@ def add_recommend_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser)
 
 
-def recommend(args: argparse.Namespace):  # noqa: ANN201 - pandas DataFrame
+def recommend(model_uri: str, history: Sequence[int] | str | None = None, k: int = 10, *,
+              similar_to: int | None = None, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Top-``k`` (rank, movie_id, score, title) for a user's ``history`` or the movie ``similar_to``,
+    answered by the MLflow model at ``model_uri`` exactly as `mlflow models predict` would."""
     import pandas as pd
 
     from armor.errors import ConfigError
-    from armor.tracking.mlflow import load_recommender, tracking_uri
+    from armor.tracking.mlflow import load_recommender
 
-    if args.tracking_uri is None and args.workspace is None:
-        import os
-
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            raise ConfigError("--tracking-uri or --workspace (or MLFLOW_TRACKING_URI) is needed to find the registry")
-    uri = tracking_uri(args.workspace or ".", args.tracking_uri)
-    model = load_recommender(args.model, uri)
-    request = pd.DataFrame({"history": [args.history]}) if args.history is not None else \
-        pd.DataFrame({"movie_id": [args.similar_to]})
-    return model.predict(request, params={"k": args.k}).drop(columns=["query"])
+    if (history is None) == (similar_to is None):
+        raise ConfigError("recommend: give exactly one of a history or a movie to be similar to")
+    model = load_recommender(model_uri, tracking_uri)
+    if history is not None:
+        request = pd.DataFrame({"history": [history if isinstance(history, str) else [int(m) for m in history]]})
+    else:
+        request = pd.DataFrame({"movie_id": [similar_to]})
+    return model.predict(request, params={"k": int(k)}).drop(columns=["query"]).reset_index(drop=True)
 
 
 def run_recommend(args: argparse.Namespace) -> int:
-    print(recommend(args).to_string(index=False))
+    import os
+
+    from armor.errors import ConfigError
+    from armor.tracking.mlflow import tracking_uri
+
+    if args.tracking_uri is None and args.workspace is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise ConfigError("--tracking-uri or --workspace (or MLFLOW_TRACKING_URI) is needed to find the registry")
+    uri = tracking_uri(args.workspace or ".", args.tracking_uri)
+    print(recommend(args.model, args.history, args.k, similar_to=args.similar_to, tracking_uri=uri)
+          .to_string(index=False))
     return 0
 
 

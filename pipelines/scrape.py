@@ -20,7 +20,7 @@ from typing import Any
 
 from armor.config import ScrapeConfig
 from pipelines.cli import add_common, stage_main
-from pipelines.tracking import add_tracking_arguments, options, stage_run
+from pipelines.tracking import add_tracking_arguments, stage_run, tracking_from_args
 
 log = logging.getLogger("armor.scrape")
 
@@ -98,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> ScrapeConfig:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    with stage_run("scrape", args.workspace, config, **options(args)) as tracked:
+    with stage_run("scrape", args.workspace, config, tracking=tracking_from_args(args)) as tracked:
         summary = scrape(args.workspace, config, limit=args.limit)
         if tracked is not None:
             tracked.log_metrics(flat_numbers(summary))

@@ -4,44 +4,52 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from armor.config import setting
+from pipelines.cli import add_dataclass_arguments, dataclass_from_args
 
 log = logging.getLogger("armor.tracking")
 
 EXPERIMENT = "armor"
 
 
+@dataclasses.dataclass(frozen=True)
+class Tracking:
+    """Where a stage logs to MLflow, if anywhere."""
+
+    tracking_uri: str | None = setting(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite "
+                                             "in the workspace)")
+    experiment: str = setting(EXPERIMENT, "MLflow experiment")
+    tracking: bool = setting(True, "do not log to MLflow")
+
+
 def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("MLflow")
-    group.add_argument("--tracking-uri", default=None,
-                       help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite in the workspace)")
-    group.add_argument("--experiment", default=EXPERIMENT, help=f"MLflow experiment (default {EXPERIMENT})")
-    group.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    add_dataclass_arguments(parser.add_argument_group("MLflow"), Tracking)
+
+
+def tracking_from_args(args: argparse.Namespace) -> Tracking:
+    return dataclass_from_args(Tracking, args)
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, workspace: str | Path, config: Any = None, *, uri: str | None = None,
-              experiment: str = EXPERIMENT, name: str | None = None, enabled: bool = True,
-              parent_run_id: str | None = None) -> Iterator[Any]:
+def stage_run(stage: str, workspace: str | Path, config: Any = None, *, tracking: Tracking = Tracking(),
+              name: str | None = None, parent_run_id: str | None = None) -> Iterator[Any]:
     """An MLflow run for one stage (yields a TrackedRun, or None when tracking is off)."""
-    if not enabled:
+    if not tracking.tracking:
         yield None
         return
     from armor.tracking.mlflow import start_run, tracking_uri
 
-    resolved = tracking_uri(workspace, uri)
-    with start_run(experiment, resolved, config, run_name=name or stage, parent_run_id=parent_run_id,
+    resolved = tracking_uri(workspace, tracking.tracking_uri)
+    with start_run(tracking.experiment, resolved, config, run_name=name or stage, parent_run_id=parent_run_id,
                    tags={"armor.stage": stage, "armor.workspace": str(Path(workspace).resolve())}) as run:
         log.info("MLflow run %s (%s) at %s", run.run_id, stage, resolved)
         yield run
-
-
-def options(args: argparse.Namespace) -> dict[str, Any]:
-    """stage_run keyword arguments from the parsed MLflow flags."""
-    return {"uri": args.tracking_uri, "experiment": args.experiment, "enabled": not args.no_tracking}
 
 
 class TrialTracker:
@@ -82,9 +90,8 @@ class TrialTracker:
         A trial's own process ends its run, unless Tune stopped the trial (ASHA, or its last
         epoch) while it waited on a Ray Train run: then the process is gone with the run open.
         """
-        from mlflow import MlflowClient
-
         from armor.tracking.mlflow import child_runs, with_retries
+        from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=self.uri)
         still_running = [r for r in child_runs(self.parent_run_id, self.uri) if r.info.status == "RUNNING"]

@@ -1,158 +1,136 @@
 """Train a recommender on a workspace split with Ray Train (or in this process with --local).
 
-Content models (fused, text-projected, image-projected) train data-parallel in a TorchTrainer:
-each worker draws its slice of every global batch of co-liked pairs, embeddings are
-all-gathered so negatives are mined from the global batch, rank 0 validates after every epoch
-(NDCG@10) and the run stops early when validation stops improving. Every epoch is reported with
-a checkpoint, so a killed worker (or driver) resumes from the last one. BPR and LightGCN train
-in one Ray Train worker (GPU if asked); LightGCN checkpoints every epoch too, while BPR
-(`implicit` fits in one call) is checkpointed when done and retrained if its worker dies.
-With --grid they are grid-searched on validation in this process. Raw-feature, popularity and
-random models need no training. Outputs in WORKSPACE/models/NAME/: the model,
-item_embeddings.parquet, metrics.json. Test is never looked at here: `armor evaluate --on test` or the report does that, once.
+Every trainable model trains through the one trainer (`armor.training.trainer.Trainer`): inside a
+TorchTrainer worker it reports every epoch with a checkpoint of the trainer's whole state, so a
+killed worker (or driver) resumes from the last one, and the final checkpoint holds the finished
+model. Data-parallel models (the fusions) train with --workers N: each worker draws its slice of
+every global batch of co-liked pairs, embeddings are all-gathered so negatives are mined from the
+global batch, and rank 0 validates. Interaction models (BPR, LightGCN) train in one worker. With
+--grid a model's hyperparameters are chosen on validation from a grid, in this process. Models
+with nothing to train (raw features, popularity, random) fit in this process. Early stopping
+and every choice use validation NDCG@10; test is never looked at here (`armor evaluate --on test`
+or the report does that, once). Outputs in WORKSPACE/models/NAME/: the model,
+item_embeddings.parquet and a FAISS index (embedding models), metrics.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from armor.config import BPRConfig, FusionConfig, LightGCNConfig, TrainConfig
-from pipelines.cli import add_common, stage_main
-from pipelines.tracking import add_tracking_arguments, options
+from armor.config import MissingModalityPolicy, setting
+from armor.models.registry import MODELS, SECTIONS, ModelSettings
+from pipelines.cli import add_common, add_dataclass_arguments, dataclass_from_args, stage_main
+from pipelines.tracking import Tracking, add_tracking_arguments, stage_run, tracking_from_args
+
+if TYPE_CHECKING:
+    import ray.train
+
+    from armor.data.benchmark import Benchmark
+    from armor.models.base import Recommender
 
 log = logging.getLogger("armor.train")
 
-TRAINED_CONTENT = ("fused", "fused-paper", "text-projected", "image-projected")
-INSTANT = ("text", "image", "popularity", "random")
-INTERACTION = ("bpr", "lightgcn")
-MODELS = (*TRAINED_CONTENT, *INSTANT, *INTERACTION)
+STATE_FILE = "state.pt"
+MODEL_DIR = "model"
+# Sections whose flags carry no prefix (--epochs, --margin, --dim): the content models' settings.
+UNPREFIXED = ("fusion", "train")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainJob:
-    """Everything a training worker needs, as plain data (it travels to Ray workers)."""
+    """What to train on which data, as plain data (it travels to Ray workers and Tune trials)."""
 
-    workspace: str
-    split: str
-    model: str
-    fusion: FusionConfig = FusionConfig()
-    train: TrainConfig = TrainConfig()
-    bpr: BPRConfig = BPRConfig()
-    lightgcn: LightGCNConfig = LightGCNConfig()
-    missing_modality: str = "exclude"
-    features_dir: str | None = None
-    # BPR / LightGCN: pick hyperparameters on validation from a grid ("default": the module's
-    # DEFAULT_GRID, "small": a quick one) instead of using the given config.
-    grid: str | None = None
+    workspace: str = setting(None, "workspace written by `armor data prepare` and `armor data split`")
+    model: str = setting(None, "the model to train")
+    split: str = setting("random", "split name under WORKSPACE/splits")
+    settings: ModelSettings = ModelSettings()
+    missing_modality: MissingModalityPolicy = setting("exclude", "movies lacking a modality: exclude (the paper) "
+                                                      "or impute")
+    features_dir: str | None = setting(None, "feature store (default WORKSPACE/features)")
+    grid: Literal["default", "small"] | None = setting(None, "choose hyperparameters on validation from a grid")
+    name: str | None = setting(None, "output name under WORKSPACE/models (default: the model)")
     # Chaos testing: kill this rank's process once, right after it reports this epoch.
     kill_rank_after_epoch: tuple[int, int] | None = None
     kill_marker: str | None = None
 
+    def __post_init__(self) -> None:
+        from armor.models.registry import spec
 
-def build_model(job: TrainJob, bench, device: str = "cpu"):  # noqa: ANN001, ANN201 - Benchmark, Recommender
-    from armor.models.baselines import Popularity, RandomRanker
-    from armor.models.content import FeatureModel, FusionRecommender, ProjectedFeatureModel
+        spec(self.model)
+        if self.missing_modality not in ("exclude", "impute"):
+            from armor.errors import ConfigError
 
-    if job.model == "fused":
-        return FusionRecommender(dataclasses.replace(job.fusion, variant="full"), job.train, bench.features,
-                                 bench.present, device=device)
-    if job.model == "fused-paper":
-        return FusionRecommender(dataclasses.replace(job.fusion, variant="paper"), job.train, bench.features,
-                                 bench.present, device=device)
-    if job.model in ("text-projected", "image-projected"):
-        return ProjectedFeatureModel(job.model.split("-")[0], job.fusion, job.train, bench.features, bench.present,
-                                     device=device)
-    if job.model in ("text", "image"):
-        return FeatureModel(job.model, bench.features, bench.present)
-    if job.model == "popularity":
-        return Popularity()
-    if job.model == "random":
-        return RandomRanker(seed=job.train.seed)
-    if job.model == "bpr":
-        from armor.models.bpr import BPR
+            raise ConfigError(f"--missing-modality must be exclude or impute, got {self.missing_modality!r}")
 
-        return BPR(job.bpr)
-    if job.model == "lightgcn":
-        from armor.models.lightgcn import LightGCN
-
-        return LightGCN(job.lightgcn, device=device)
-    from armor.errors import ConfigError
-
-    raise ConfigError(f"--model {job.model!r}: choose one of {', '.join(MODELS)}")
+    @property
+    def output(self) -> str:
+        return self.name or self.model
 
 
-def _load(job: TrainJob):  # noqa: ANN202
+@dataclasses.dataclass(frozen=True)
+class Placement:
+    """Where a training job runs."""
+
+    local: bool = setting(False, "train in this process, without Ray")
+    workers: int = setting(1, "Ray Train workers (data parallel; interaction models use one)")
+    use_gpu: bool = setting(False, "one GPU per worker")
+    max_failures: int = setting(3, "worker failures to recover from")
+    fresh: bool = setting(False, "start over instead of resuming this exact job's last checkpoint")
+
+
+def load_job_data(job: TrainJob) -> Benchmark:
     from armor.data.benchmark import load_benchmark
 
     return load_benchmark(job.workspace, job.split, job.missing_modality, job.features_dir)
 
 
+def build(job: TrainJob, bench: Benchmark, device: str = "cpu") -> Recommender:
+    from armor.models.registry import build_model
+
+    return build_model(job.model, job.settings, bench.features, bench.present, device=device)
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker: resumes from the latest checkpoint, reports every epoch with a checkpoint."""
+    """Ray Train worker: the one trainer, resumed from the latest checkpoint, reporting every epoch
+    with a checkpoint; the last checkpoint also holds the finished model."""
     import ray.train
     import ray.train.torch
     import torch
 
-    from armor.models.content import EncoderTrainer
+    from armor.training.trainer import Trainer
 
     job: TrainJob = config["job"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    bench = _load(job)
-    device = ray.train.torch.get_device()
-    model = build_model(job, bench, device=str(device))
-
-    if job.model in INTERACTION:  # one worker, the model's own loop
-        checkpoint = ray.train.get_checkpoint()
-        resumed = {"resumed_runs": int(checkpoint is not None), "resumed_from_epoch": 0}
-        if job.model == "lightgcn":  # a checkpoint every epoch; BPR (implicit) trains in one call
-            resume = None
-            if checkpoint is not None:
-                with checkpoint.as_directory() as directory:
-                    resume = torch.load(Path(directory) / "state.pt", weights_only=False)
-                resumed["resumed_from_epoch"] = resume["epoch"]
-                log.info("lightgcn resumed after epoch %d", resume["epoch"])
-
-            def report_epoch(record: dict[str, float], state) -> None:  # noqa: ANN001
-                with tempfile.TemporaryDirectory() as tmp:
-                    torch.save(state(), Path(tmp) / "state.pt")
-                    ray.train.report({**record, **resumed}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-                _maybe_kill(job, rank, int(record["epoch"]))
-
-            model.fit(bench.data.train, data=bench.data, on_epoch=report_epoch, resume=resume)
-        else:
-            model.fit(bench.data.train, data=bench.data)
-        # The last checkpoint holds the finished model and its history, which the driver loads.
-        with tempfile.TemporaryDirectory() as tmp:
-            model.save(Path(tmp) / "model")
-            (Path(tmp) / "history.json").write_text(json.dumps(_jsonable(getattr(model, "history", []))))
-            ray.train.report({"epoch": len(getattr(model, "history", [])) or 1,
-                              "val_ndcg@10": float(getattr(model, "best_score", float("nan"))), **resumed},
-                             checkpoint=ray.train.Checkpoint.from_directory(tmp))
-        return
-
-    trainer = EncoderTrainer(model, bench.data.train, data=bench.data, rank=rank, world_size=world)
+    bench = load_job_data(job)
+    model = build(job, bench, device=str(ray.train.torch.get_device()))
+    trainer = Trainer(model, bench.data.train, data=bench.data, rank=rank, world_size=world)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            trainer.load_state_dict(torch.load(Path(directory) / "state.pt", weights_only=False))
+            trainer.load_state_dict(torch.load(Path(directory) / STATE_FILE, weights_only=False))
         log.info("rank %d resumed after epoch %d", rank, trainer.epoch)
     resumed = {"resumed_runs": int(checkpoint is not None), "resumed_from_epoch": trainer.epoch}
-    trainer.wrap(ray.train.torch.prepare_model)
+    if MODELS[job.model].data_parallel:
+        trainer.distribute(ray.train.torch.prepare_model)
     while not trainer.done:
         record = trainer.run_epoch()
         with tempfile.TemporaryDirectory() as tmp:
             saved = None
             if rank == 0:
-                torch.save(trainer.state_dict(), Path(tmp) / "state.pt")
+                torch.save(trainer.state_dict(), Path(tmp) / STATE_FILE)
+                if trainer.done:
+                    trainer.finish().save(Path(tmp) / MODEL_DIR)
                 saved = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report({**record, **resumed}, checkpoint=saved)
         _maybe_kill(job, rank, trainer.epoch)
@@ -173,141 +151,106 @@ def _maybe_kill(job: TrainJob, rank: int, epoch: int) -> None:
         os.kill(os.getpid(), 9)
 
 
-def train(job: TrainJob, *, workers: int = 1, use_gpu: bool = False, local: bool = False, max_failures: int = 3,
-          name: str | None = None, fresh: bool = False, tracking: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train ``job.model``; write it, its item embeddings and its validation metrics; return the summary.
-
-    ``tracking``: stage_run keyword arguments (uri, experiment, enabled); logged to MLflow by default.
-    """
-    from pipelines.tracking import stage_run
-
-    name = name or job.model
-    with stage_run("train", job.workspace, job, name=name, **(tracking or {})) as run:
-        summary = _train(job, workers=workers, use_gpu=use_gpu, local=local, max_failures=max_failures, name=name,
-                         fresh=fresh)
+def train(job: TrainJob, placement: Placement = Placement(), tracking: Tracking = Tracking()) -> dict[str, Any]:
+    """Train ``job.model``; write it, its item embeddings and its validation metrics; return the summary."""
+    with stage_run("train", job.workspace, job, name=job.output, tracking=tracking) as run:
+        summary = _train(job, placement)
         if run is not None:
-            run.set_tags({"armor.model": job.model, "armor.name": name})
-            run.log_params({"workers": workers, "use_gpu": use_gpu, "local": local})
-            run.log_epoch_metrics([h for h in summary["history"] if "epoch" in h or "iteration" in h])
+            run.set_tags({"armor.model": job.model, "armor.name": job.output})
+            run.log_params(dataclasses.asdict(placement))
+            run.log_epoch_metrics([h for h in summary["history"] if "epoch" in h])
             run.log_metrics({f"val_{k}": v for k, v in summary["valid"].items()})
             run.log_metrics({"train_seconds": summary["seconds"], "catalogue": summary["catalogue"]})
-            run.log_artifacts(Path(job.workspace) / "models" / name, artifact_path="model_dir")
+            run.log_artifacts(Path(job.workspace) / "models" / job.output, artifact_path="model_dir")
             summary["mlflow_run_id"] = run.run_id
     return summary
 
 
-def _train(job: TrainJob, *, workers: int, use_gpu: bool, local: bool, max_failures: int, name: str,
-           fresh: bool) -> dict[str, Any]:
-    import torch
-
+def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
     from armor.config import EvalConfig
     from armor.eval.protocol import evaluate
-    from armor.workspace import Workspace
+    from armor.models.base import TrainableRecommender, load_recommender
+    from armor.training.trainer import fit
+    from armor.workspace import Workspace, write_model
 
     ws = Workspace(job.workspace)
-    bench = _load(job)
+    bench = load_job_data(job)
     started = time.monotonic()
-    model = build_model(job, bench)
-    history: list[dict[str, Any]] = []
+    model = build(job, bench)
     last_report: dict[str, Any] = {}
-    if job.model in INSTANT:
-        model.fit(bench.data.train, bench.data.valid)
-    elif job.grid is not None:
-        model, history = _grid_search(job, bench)
-    elif local:
-        model.fit(bench.data.train, data=bench.data)
-        history = list(getattr(model, "history", []))
+    grid: dict[str, Any] | None = None
+    if job.grid is not None:
+        model, grid = _grid_search(job, bench)
+    elif placement.local or not isinstance(model, TrainableRecommender):
+        model = fit(model, bench.data.train, data=bench.data)
     else:
-        result = _fit_on_ray(job, workers=1 if job.model in INTERACTION else workers, use_gpu=use_gpu,
-                             max_failures=max_failures, storage=ws.root / "ray_results", name=name, fresh=fresh)
+        result = fit_on_ray(job, placement, storage=ws.root / "ray_results")
         with result.checkpoint.as_directory() as directory:
-            if job.model in INTERACTION:
-                from armor.models.base import load_recommender
-
-                model = load_recommender(Path(directory) / "model")
-                model.history = json.loads((Path(directory) / "history.json").read_text())
-            else:
-                from armor.models.content import EncoderTrainer
-
-                trainer = EncoderTrainer(model, bench.data.train, data=bench.data)
-                trainer.load_state_dict(torch.load(Path(directory) / "state.pt", weights_only=False))
-                trainer.finish()
-        history = list(getattr(model, "history", []))
+            model = load_recommender(Path(directory) / MODEL_DIR)
         last_report = dict(result.metrics or {})
     seconds = time.monotonic() - started
-    valid = evaluate(model, bench.data, "valid", EvalConfig(bootstrap_samples=0), name=name)
-    summary = {"name": name, "model": job.model, "split": job.split, "seconds": round(seconds, 1),
-               "valid": {k: round(v, 6) for k, v in valid.means.items()}, "history": history,
-               "last_report": last_report,
+    valid = evaluate(model, bench.data, "valid", EvalConfig(bootstrap=0), name=job.output)
+    summary = {"name": job.output, "model": job.model, "split": job.split, "seconds": round(seconds, 1),
+               "valid": {k: round(v, 6) for k, v in valid.means.items()}, "history": list(model.history),
+               "best_epoch": model.best_epoch, "grid": grid, "last_report": last_report,
                "catalogue": bench.data.n_items, "excluded_movies": bench.excluded_movies,
-               "config": _jsonable(dataclasses.asdict(job))}
-    write_outputs(model, bench.data.item_ids, summary, ws.models / name)
+               "config": dataclasses.asdict(job)}
+    write_model(model, bench.data.item_ids, summary, ws.models / job.output)
     return summary
 
 
-def run_name(job: TrainJob, name: str, workers: int) -> str:
+def run_name(job: TrainJob, workers: int) -> str:
     """The Ray Train run of this exact job: rerunning the same job resumes it from its last
     checkpoint (after a killed driver, say); any change of data, model or settings starts anew."""
-    import hashlib
-
     identity = {**dataclasses.asdict(job), "kill_rank_after_epoch": None, "kill_marker": None, "workers": workers}
-    digest = hashlib.sha1(json.dumps(_jsonable(identity), sort_keys=True).encode()).hexdigest()[:10]
-    return f"{name}-{digest}"
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return f"{job.output}-{digest}"
 
 
-SMALL_GRIDS = {
-    "bpr": {"factors": [64], "learning_rate": [0.005, 0.02], "regularization": [0.001], "iterations": [300]},
-    "lightgcn": {"dim": [64], "layers": [3], "lr": [5e-3], "reg": [1e-3], "epochs": [150]},
-}
+def _grid_search(job: TrainJob, bench: Benchmark) -> tuple[Recommender, dict[str, Any]]:
+    """Validation-only grid search over the model's grid section, in this process."""
+    from armor.models.registry import build_model, spec
+    from armor.training.selection import grid_search
 
+    entry = spec(job.model)
+    grid = entry.grid(job.grid or "")
+    section = entry.grid_section
+    assert section is not None
 
-def _grid_search(job: TrainJob, bench):  # noqa: ANN001, ANN202
-    """Validation-only grid search for an interaction model, in this process."""
-    from armor.errors import ConfigError
-    from armor.models.tuning import grid_search
+    def make(params: dict[str, Any]) -> Recommender:
+        return build_model(job.model, job.settings.replace(section, **params), bench.features, bench.present)
 
-    if job.model not in INTERACTION:
-        raise ConfigError(f"--grid applies to bpr and lightgcn; tune {job.model} with `armor tune`")
-    if job.model == "bpr":
-        from armor.models.bpr import BPR, DEFAULT_GRID
-
-        def build(params):  # noqa: ANN001, ANN202
-            return BPR(dataclasses.replace(job.bpr, **params))
-    else:
-        from armor.models.lightgcn import DEFAULT_GRID, LightGCN
-
-        def build(params):  # noqa: ANN001, ANN202
-            return LightGCN(dataclasses.replace(job.lightgcn, **params))
-    grid = DEFAULT_GRID if job.grid == "default" else SMALL_GRIDS[job.model]
-    params, model, table = grid_search(build, grid, bench.data)
+    params, model, table = grid_search(make, grid, bench.data)
     log.info("%s grid: chose %s", job.model, params)
-    return model, [{"grid": table, "chosen": params}]
+    return model, {"table": table, "chosen": params}
 
 
-def _fit_on_ray(job: TrainJob, *, workers: int, use_gpu: bool, max_failures: int, storage: Path, name: str,
-                fresh: bool = False, callbacks: list | None = None):  # noqa: ANN202
+def fit_on_ray(job: TrainJob, placement: Placement, *, storage: Path, name: str | None = None,
+               callbacks: list | None = None) -> ray.train.Result:
+    """Train ``job`` in a TorchTrainer; ``name`` overrides the run's name (a Tune trial's)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from armor.errors import ConfigError
     from pipelines.ray_utils import ray_session
 
+    workers = placement.workers if MODELS[job.model].data_parallel else 1
+    if placement.workers > 1 and workers == 1:
+        raise ConfigError(f"--workers {placement.workers}: {job.model} trains in one worker")
     # Workers run in their own directories: give them absolute paths (on a cluster the
     # workspace must be on storage every node mounts at the same path).
     job = dataclasses.replace(job, workspace=str(Path(job.workspace).resolve()),
                               features_dir=None if job.features_dir is None else str(Path(job.features_dir).resolve()))
-    run = run_name(job, name, workers)
-    if fresh:
-        import shutil
-
+    run = name or run_name(job, workers)
+    if placement.fresh:
         shutil.rmtree(storage / run, ignore_errors=True)
     log.info("Ray Train run %s in %s", run, storage)
-
     with ray_session():
         trainer = TorchTrainer(
             train_loop_per_worker, train_loop_config={"job": job},
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=placement.use_gpu),
             run_config=RunConfig(name=run, storage_path=str(storage.resolve()),
-                                 failure_config=FailureConfig(max_failures=max_failures),
+                                 failure_config=FailureConfig(max_failures=placement.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks))
         result = trainer.fit()
     if result.error is not None:
@@ -315,106 +258,49 @@ def _fit_on_ray(job: TrainJob, *, workers: int, use_gpu: bool, max_failures: int
     return result
 
 
-def write_outputs(model, item_ids, summary: dict[str, Any], directory: Path) -> None:  # noqa: ANN001
-    """The model, its item embeddings and FAISS index (when it has them) and metrics.json, each atomic."""
-    import numpy as np
-    import pyarrow as pa
-
-    from armor.io import write_parquet, write_text
-
-    model.save(directory / "model")
-    embeddings = model.item_embeddings()
-    if embeddings is not None:
-        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-        table = pa.table({"movie_id": pa.array(item_ids, pa.int32()),
-                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)),
-                                                                         embeddings.shape[1])})
-        write_parquet(table, directory / "item_embeddings.parquet")
-        from armor.retrieval.index import ItemIndex
-
-        ItemIndex(np.asarray(item_ids), embeddings).save(directory / "faiss")
-    write_text(json.dumps(summary, indent=2) + "\n", directory / "metrics.json")
+# --------------------------------------------------------------------------------------------
+# Command line: flags generated from TrainJob, Placement and every model's config sections
+# --------------------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+def add_settings_arguments(parser: argparse.ArgumentParser, sections: tuple[str, ...] = tuple(SECTIONS)) -> None:
+    """Flags for the config sections (--epochs, --margin, --bpr-factors, --lightgcn-patience...) and --seed."""
+    for section in sections:
+        group = parser.add_argument_group(f"{section} settings")
+        prefix = "" if section in UNPREFIXED else f"{section}-"
+        exclude = ("seed", "variant") if section == "fusion" else ("seed",)
+        add_dataclass_arguments(group, SECTIONS[section], prefix=prefix, exclude=exclude)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every model's initialisation and sampling")
+
+
+def settings_from_args(args: argparse.Namespace, sections: tuple[str, ...] = tuple(SECTIONS)) -> ModelSettings:
+    values = {section: dataclass_from_args(SECTIONS[section], args,
+                                           prefix="" if section in UNPREFIXED else f"{section}-")
+              for section in sections}
+    return ModelSettings(values).with_seed(args.seed)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    fusion, train, bpr, lightgcn = FusionConfig(), TrainConfig(), BPRConfig(), LightGCNConfig()
-    parser.add_argument("--workspace", required=True, type=Path)
-    parser.add_argument("--split", default="random", help="split name under WORKSPACE/splits (default random)")
-    parser.add_argument("--model", required=True, choices=MODELS)
-    parser.add_argument("--name", default=None, help="output name under WORKSPACE/models (default: the model)")
-    parser.add_argument("--missing-modality", choices=("exclude", "impute"), default="exclude")
-    parser.add_argument("--features-dir", type=Path, default=None)
-    run = parser.add_argument_group("where it runs")
-    run.add_argument("--local", action="store_true", help="train in this process, without Ray")
-    run.add_argument("--workers", type=int, default=1, help="Ray Train workers (data parallel)")
-    run.add_argument("--use-gpu", action="store_true", help="one GPU per worker")
-    run.add_argument("--max-failures", type=int, default=3, help="worker failures to recover from")
-    run.add_argument("--fresh", action="store_true",
-                     help="start over instead of resuming this exact job's last checkpoint")
-    model = parser.add_argument_group("fusion / projection")
-    model.add_argument("--dim", type=int, default=fusion.dim)
-    model.add_argument("--out-dim", type=int, default=fusion.out_dim)
-    model.add_argument("--heads", type=int, default=fusion.heads)
-    model.add_argument("--dropout", type=float, default=fusion.dropout)
-    objective = parser.add_argument_group("objective")
-    objective.add_argument("--objective", choices=("triplet", "infonce"), default=train.objective)
-    objective.add_argument("--margin", type=float, default=train.margin)
-    objective.add_argument("--temperature", type=float, default=train.temperature)
-    objective.add_argument("--mining", choices=("random", "semi-hard", "batch-hard"), default=train.mining)
-    objective.add_argument("--batch-size", type=int, default=train.batch_size)
-    objective.add_argument("--epochs", type=int, default=train.epochs)
-    objective.add_argument("--steps-per-epoch", type=int, default=None)
-    objective.add_argument("--lr", type=float, default=train.lr)
-    objective.add_argument("--weight-decay", type=float, default=train.weight_decay)
-    objective.add_argument("--patience", type=int, default=train.patience)
-    objective.add_argument("--seed", type=int, default=train.seed)
-    cf = parser.add_argument_group("BPR / LightGCN")
-    cf.add_argument("--grid", choices=("default", "small"), default=None,
-                    help="choose BPR/LightGCN hyperparameters on validation from a grid (in this process)")
-    cf.add_argument("--factors", type=int, default=bpr.factors, help="BPR factors")
-    cf.add_argument("--bpr-lr", type=float, default=bpr.learning_rate)
-    cf.add_argument("--bpr-reg", type=float, default=bpr.regularization)
-    cf.add_argument("--bpr-iterations", type=int, default=bpr.iterations)
-    cf.add_argument("--gcn-dim", type=int, default=lightgcn.dim)
-    cf.add_argument("--gcn-layers", type=int, default=lightgcn.layers)
-    cf.add_argument("--gcn-lr", type=float, default=lightgcn.lr)
-    cf.add_argument("--gcn-reg", type=float, default=lightgcn.reg)
-    cf.add_argument("--gcn-epochs", type=int, default=lightgcn.epochs)
+    add_dataclass_arguments(parser, TrainJob, exclude=("settings", "kill_rank_after_epoch", "kill_marker"),
+                            required=("workspace", "model"), choices={"model": list(MODELS)})
+    add_dataclass_arguments(parser.add_argument_group("where it runs"), Placement)
+    add_settings_arguments(parser)
     add_tracking_arguments(parser)
     add_common(parser)
 
 
 def job_from_args(args: argparse.Namespace) -> TrainJob:
-    return TrainJob(
-        workspace=str(args.workspace), split=args.split, model=args.model, missing_modality=args.missing_modality,
-        grid=args.grid,
-        features_dir=None if args.features_dir is None else str(args.features_dir),
-        fusion=FusionConfig(dim=args.dim, out_dim=args.out_dim, heads=args.heads, dropout=args.dropout),
-        train=TrainConfig(objective=args.objective, margin=args.margin, temperature=args.temperature,
-                          mining=args.mining, batch_size=args.batch_size, epochs=args.epochs,
-                          steps_per_epoch=args.steps_per_epoch, lr=args.lr, weight_decay=args.weight_decay,
-                          patience=args.patience, seed=args.seed),
-        bpr=BPRConfig(factors=args.factors, learning_rate=args.bpr_lr, regularization=args.bpr_reg,
-                      iterations=args.bpr_iterations, seed=args.seed),
-        lightgcn=LightGCNConfig(dim=args.gcn_dim, layers=args.gcn_layers, lr=args.gcn_lr, reg=args.gcn_reg,
-                                epochs=args.gcn_epochs, seed=args.seed))
+    return dataclass_from_args(TrainJob, args, settings=settings_from_args(args),
+                               workspace=str(args.workspace), kill_rank_after_epoch=None, kill_marker=None)
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = train(job_from_args(args), workers=args.workers, use_gpu=args.use_gpu, local=args.local,
-                    max_failures=args.max_failures, name=args.name, fresh=args.fresh, tracking=options(args))
+    job = job_from_args(args)
+    summary = train(job, dataclass_from_args(Placement, args), tracking_from_args(args))
     valid = summary["valid"]
     print(f"{summary['name']}: validation NDCG@10 {valid['ndcg@10']:.4f}, Recall@10 {valid['recall@10']:.4f}, "
           f"HR@10 {valid['hr@10']:.4f} over {summary['catalogue']} movies; {summary['seconds']} s; "
-          f"written to {Path(args.workspace) / 'models' / summary['name']}")
+          f"written to {Path(job.workspace) / 'models' / job.output}")
     return 0
 
 

@@ -84,7 +84,7 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
     excluded_all = data.train if split == "valid" else (data.train + data.valid).tocsr()
     users = np.flatnonzero(np.diff(truth_all.indptr) > 0)
     max_k = max(config.ks)
-    model_name = name or model.kind
+    model_name = name or model.name
 
     parts: dict[str, list[np.ndarray]] = {}
     recommended = {k: np.zeros(data.n_items, dtype=bool) for k in config.ks}
@@ -116,6 +116,6 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
 
     per_user = {key: np.concatenate(chunks) for key, chunks in parts.items()}
     coverage = {f"coverage@{k}": float(recommended[k].mean()) for k in config.ks}
-    ci = M.bootstrap_ci(per_user, config.bootstrap_samples, config.confidence, config.seed) if users.size else {}
+    ci = M.bootstrap_ci(per_user, config.bootstrap, config.confidence, config.seed) if users.size else {}
     return EvaluationResult(model=model_name, split=split, users=users, per_user=per_user,
                             coverage=coverage, ci=ci)

@@ -16,6 +16,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,39 +164,43 @@ def preprocess_batch(batch: dict, columns: Sequence[str] = ("poster", "thumbnail
         if column not in batch:
             raise ConfigError(f"preprocess_batch: image column {column!r} is not in the batch "
                               f"(columns: {sorted(batch)}); pass columns= naming the image columns")
-        values = batch[column]
-        n = len(values)
-        pixels = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-        status = np.full(n, "ok", dtype=object)
-        errors = np.full(n, None, dtype=object)
-
-        def decode(i: int) -> None:
-            value = values[i]
-            if _is_missing(value):
-                status[i] = "missing"
-                return
-            try:
-                data = value.tobytes() if isinstance(value, np.ndarray) else bytes(value)
-                pixels[i] = preprocess_image(data)
-            except ImageDecodeError as e:
-                status[i], errors[i] = "undecodable", str(e)
-            except Exception as e:  # noqa: BLE001 - a Pillow bug on one poster must not fail the batch
-                log.warning("unexpected error decoding %s row %d: %r", column, i, e)
-                status[i], errors[i] = "undecodable", f"{type(e).__name__}: {e}"
-
-        # Pillow releases the GIL while decoding and resizing, so threads use every core; each
-        # row writes only its own slots.
-        list(_decode_pool().map(decode, range(n)))
+        pixels, status, errors = _decode_column(batch[column], column)
         out[f"{column}_pixels"] = pixels
         out[f"{column}_status"] = status
         out[f"{column}_error"] = errors
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _decode_pool():  # noqa: ANN202 - a ThreadPoolExecutor, one per process
-    from concurrent.futures import ThreadPoolExecutor
+def _decode_column(values: Sequence[Any], column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pixels (B, 224, 224, 3) uint8, status (B,), error (B,)) of one column of encoded images."""
+    n = len(values)
+    pixels = np.zeros((n, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
+    status = np.full(n, "ok", dtype=object)
+    errors = np.full(n, None, dtype=object)
 
+    def decode(i: int) -> None:
+        value = values[i]
+        if _is_missing(value):
+            status[i] = "missing"
+            return
+        try:
+            data = value.tobytes() if isinstance(value, np.ndarray) else bytes(value)
+            pixels[i] = preprocess_image(data)
+        except ImageDecodeError as e:
+            status[i], errors[i] = "undecodable", str(e)
+        except Exception as e:  # noqa: BLE001 - a Pillow bug on one poster must not fail the batch
+            log.warning("unexpected error decoding %s row %d: %r", column, i, e)
+            status[i], errors[i] = "undecodable", f"{type(e).__name__}: {e}"
+
+    # Pillow releases the GIL while decoding and resizing, so threads use every core; each
+    # row writes only its own slots.
+    list(_decode_pool().map(decode, range(n)))
+    return pixels, status, errors
+
+
+@functools.lru_cache(maxsize=1)
+def _decode_pool() -> ThreadPoolExecutor:
+    """One decoding thread pool per process (Pillow releases the GIL while it decodes)."""
     return ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="decode")
 
 
@@ -329,8 +334,8 @@ def _construct(backbone: str) -> tuple[Any, str]:
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as e:
-            raise ArmorError("the EfficientNet-Lite code is not installed: run "
-                             "`pip install efficientnet-lite-pytorch --no-deps`, or use --image-backbone resnet50") from e
+            raise ArmorError("the EfficientNet-Lite code is not installed: run `pip install "
+                             "efficientnet-lite-pytorch --no-deps`, or use --image-backbone resnet50") from e
         return EfficientNet.from_name("efficientnet-lite0"), "_fc"
     from torchvision.models import resnet50
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +90,8 @@ def _describe(meta: dict[str, Any]) -> str:
                      for m, e in sorted(meta.get("encoders", {}).items()))
 
 
-def encode_rows(batch: dict[str, np.ndarray], modalities: tuple[str, ...], text_encoder, image_encoder,
-                schema: pa.Schema) -> pa.Table:  # noqa: ANN001 - encoders are callables
+def encode_rows(batch: dict[str, np.ndarray], modalities: tuple[str, ...], text_encoder: Callable | None,
+                image_encoder: Callable | None, schema: pa.Schema) -> pa.Table:
     """Embed one preprocessed batch (see armor.features.image.preprocess_batch) into feature rows.
 
     A modality that is missing or does not decode gets a zero embedding and a status saying

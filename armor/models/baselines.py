@@ -13,7 +13,7 @@ from armor.models.base import Recommender
 class Popularity(Recommender):
     """Ranks items by their number of training positives (ties: lower item index first)."""
 
-    kind = "popularity"
+    name = "popularity"
 
     def __init__(self) -> None:
         self.counts: np.ndarray | None = None
@@ -46,7 +46,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 class RandomRanker(Recommender):
     """Uniformly random, but reproducible, scores per (seed, user, item)."""
 
-    kind = "random"
+    name = "random"
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = int(seed)

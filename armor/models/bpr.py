@@ -9,27 +9,29 @@ implicit appends a bias column to both factor matrices: the users' last column i
 the items' last column is a learned item bias. Scoring with the full (factors + 1)-wide matrices
 is what ``implicit``'s own ``recommend`` does, so our scores rank exactly as implicit's would.
 
-Early stopping: when a validation matrix (or a ``SplitData``) is given, training runs in chunks of
-``eval_every`` iterations (implicit resumes from its current factors when ``fit`` is called again),
-validation NDCG@10 is measured after each chunk, and the factors of the best chunk are kept.
+Early stopping: training runs in chunks of ``eval_every`` iterations, one trainer epoch each
+(implicit resumes from its current factors when ``fit`` is called again); the trainer measures
+validation NDCG@10 after each chunk and keeps the factors of the best one.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from armor.config import BPRConfig, EvalConfig, from_dict
-from armor.data.splits import SplitData
-from armor.errors import ArmorError, ConfigError, DataError
-from armor.models.base import Recommender
-from armor.models.tuning import SELECT_METRIC, selection_score, validation_data
+from armor.config import BPRConfig, from_dict
+from armor.errors import ArmorError, ConfigError, DataError, OrientationError
+from armor.models.base import TrainableRecommender
+from armor.training.trainer import Schedule
+
+if TYPE_CHECKING:
+    from armor.training.trainer import Streams
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +47,6 @@ DEFAULT_GRID: dict[str, list[Any]] = {
     "regularization": [0.001, 0.01],
     "iterations": [500],
 }
-
-
-class OrientationError(DataError):
-    """A user x item matrix was expected and its transpose (or another shape) was given."""
 
 
 def _has_cuda() -> bool:
@@ -67,17 +65,18 @@ def _as_config(config: BPRConfig | Mapping[str, Any] | None) -> BPRConfig:
     return from_dict(BPRConfig, config, where="bpr")
 
 
-class BPR(Recommender):
+class BPR(TrainableRecommender):
     """Matrix factorisation trained with the BPR pairwise loss (implicit's CPU or GPU kernel).
 
-    ``eval_every`` and ``patience`` are counted in iterations and in evaluations respectively and
-    only matter when validation data is given to ``fit``. ``num_threads=1`` makes CPU training
+    One trainer epoch is a chunk of ``eval_every`` implicit iterations (implicit resumes from its
+    current factors when ``fit`` is called again), so validation and ``patience`` (counted in
+    evaluations) work as for every other model. ``num_threads=1`` makes CPU training
     deterministic for a seed (implicit's multi-threaded SGD is Hogwild and races). ``use_gpu``:
     None picks implicit's CUDA kernel when implicit was built with CUDA (the PyPI wheel is not),
     which is faster on ML-1M-sized data but not bit-reproducible.
     """
 
-    kind = "bpr"
+    name = "bpr"
 
     def __init__(self, config: BPRConfig | Mapping[str, Any] | None = None, *, eval_every: int = 10,
                  patience: int = 10, num_threads: int = 1, use_gpu: bool | None = None) -> None:
@@ -94,13 +93,16 @@ class BPR(Recommender):
         self.use_gpu = use_gpu
         self.user_factors: np.ndarray | None = None  # (U, factors + 1), last column 1
         self.item_factors: np.ndarray | None = None  # (I, factors + 1), last column item bias
-        self.history: list[dict[str, float]] = []
-        self.best_iteration: int | None = None
-        self.best_score: float | None = None
-        self.fit_seconds: float | None = None
+
+    @property
+    def best_iteration(self) -> int | None:
+        """Implicit iterations behind the kept factors."""
+        if self.best_epoch is None:
+            return None
+        return min(self.best_epoch * self.eval_every, self.config.iterations)
 
     # ------------------------------------------------------------------------------------------
-    def _implicit_model(self, iterations: int, random_state: int) -> Any:
+    def _implicit_model(self, iterations: int, random_state: Any) -> Any:
         gpu = _has_cuda() if self.use_gpu is None else bool(self.use_gpu)
         if gpu and not _has_cuda():
             raise ConfigError("bpr use_gpu=True but implicit has no CUDA support here; "
@@ -124,55 +126,52 @@ class BPR(Recommender):
         return (np.array(cpu.user_factors, dtype=np.float32),  # (U, f + 1)
                 np.array(cpu.item_factors, dtype=np.float32))  # (I, f + 1)
 
-    def fit(self, train: sp.csr_matrix, valid: sp.csr_matrix | None = None,
-            data: SplitData | None = None, eval_config: EvalConfig | None = None) -> BPR:
-        """Train on the (users x items) ``train``; with ``valid`` or ``data``, stop early on
-        validation NDCG@10. ``data.test`` is never read."""
-        train = sp.csr_matrix(train, dtype=np.float32)
-        if data is not None and train.shape != data.train.shape:
-            raise OrientationError(
-                f"train has shape {train.shape} but the split is {data.train.shape} (users x items); "
-                "implicit >= 0.5 expects user x item: did you pass the transpose?")
-        if data is None and valid is not None:
-            data = validation_data(train, valid)
-        started = time.perf_counter()
-        self.history = []
-        if data is None:
-            model = self._implicit_model(self.config.iterations, self.config.seed)
-            model.fit(train, show_progress=False)
-            self.user_factors, self.item_factors = self._factors(model)
-            self.best_iteration, self.best_score = self.config.iterations, None
-        else:
-            self._fit_early_stopping(train, data, eval_config)
-        self.fit_seconds = time.perf_counter() - started
-        return self
+    # -- training, driven by armor.training.trainer.Trainer ----------------------------------
+    def schedule(self) -> Schedule:
+        return Schedule(epochs=math.ceil(self.config.iterations / self.eval_every), patience=self.patience,
+                        seed=self.config.seed)
 
-    def _fit_early_stopping(self, train: sp.csr_matrix, data: SplitData,
-                            eval_config: EvalConfig | None) -> None:
-        model = self._implicit_model(self.eval_every, self.config.seed)
-        best: tuple[np.ndarray, np.ndarray] | None = None
-        best_score, best_iteration, stale, done, chunk = -np.inf, 0, 0, 0, 0
-        while done < self.config.iterations and stale < self.patience:
-            step = min(self.eval_every, self.config.iterations - done)
-            model.iterations = step
-            # implicit re-seeds its sampler from random_state on every fit call: without a new
-            # seed per chunk every chunk would replay the same (user, pos, neg) samples.
-            model.random_state = np.random.default_rng([self.config.seed, chunk])
-            model.fit(train, show_progress=False)
-            done += step
-            chunk += 1
-            self.user_factors, self.item_factors = self._factors(model)
-            score = selection_score(self, data, eval_config)
-            self.history.append({"iteration": done, SELECT_METRIC: score})
-            log.debug("bpr iteration %d: valid %s %.4f", done, SELECT_METRIC, score)
-            if score > best_score:
-                best_score, best_iteration, stale = score, done, 0
-                best = (self.user_factors.copy(), self.item_factors.copy())
-            else:
-                stale += 1
-        assert best is not None
-        self.user_factors, self.item_factors = best
-        self.best_iteration, self.best_score = best_iteration, float(best_score)
+    def begin(self, train: sp.csr_matrix, streams: Streams, *, rank: int = 0, world_size: int = 1) -> None:
+        if world_size != 1:
+            raise ConfigError("bpr trains in one worker; pass --workers 1")
+        self._train = sp.csr_matrix(train, dtype=np.float32)
+        self._model = self._implicit_model(self.eval_every, self.config.seed)
+        self._iterations = 0
+
+    def train_epoch(self, epoch: int, streams: Streams) -> dict[str, float]:
+        step = min(self.eval_every, self.config.iterations - self._iterations)
+        self._model.iterations = step
+        # implicit re-seeds its sampler from random_state on every fit call: without a new seed
+        # per chunk every chunk would replay the same (user, pos, neg) samples.
+        self._model.random_state = streams.epoch_rng(epoch)
+        self._model.fit(self._train, show_progress=False)
+        self._iterations += step
+        self.user_factors, self.item_factors = self._factors(self._model)
+        return {"iterations": self._iterations}
+
+    def state_dict(self) -> dict[str, Any]:
+        assert self.user_factors is not None and self.item_factors is not None, "train an epoch first"
+        return {"user_factors": self.user_factors.copy(), "item_factors": self.item_factors.copy(),
+                "iterations": self._iterations}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.user_factors, self.item_factors = state["user_factors"].copy(), state["item_factors"].copy()
+        if self.user_factors.shape[0] != self._train.shape[0] or self.item_factors.shape[0] != self._train.shape[1]:
+            raise DataError(f"bpr resume state has factors for {self.user_factors.shape[0]} users x "
+                            f"{self.item_factors.shape[0]} items, this split has {self._train.shape}")
+        self._model = self._implicit_model(self.eval_every, self.config.seed)
+        self._model.user_factors, self._model.item_factors = self.user_factors.copy(), self.item_factors.copy()
+        self._iterations = int(state["iterations"])
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        assert self.user_factors is not None and self.item_factors is not None
+        return self.user_factors.copy(), self.item_factors.copy()
+
+    def restore(self, snapshot: tuple[np.ndarray, np.ndarray]) -> None:
+        self.user_factors, self.item_factors = (a.copy() for a in snapshot)
+
+    def end(self) -> None:
+        self._train = self._model = None
 
     # ------------------------------------------------------------------------------------------
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
@@ -197,13 +196,8 @@ class BPR(Recommender):
     def arrays(self) -> dict[str, np.ndarray]:
         if self.user_factors is None or self.item_factors is None:
             return {}
-        out = {"user_factors": self.user_factors, "item_factors": self.item_factors}
-        if self.best_iteration is not None:
-            out["best_iteration"] = np.array(self.best_iteration)
-        return out
+        return {"user_factors": self.user_factors, "item_factors": self.item_factors}
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.user_factors = arrays["user_factors"].astype(np.float32, copy=False)
         self.item_factors = arrays["item_factors"].astype(np.float32, copy=False)
-        if "best_iteration" in arrays:
-            self.best_iteration = int(arrays["best_iteration"])

@@ -1,9 +1,9 @@
 """Content-based recommenders: items are embedded from their text / poster / thumbnail features.
 
-``FusionRecommender`` ("fused") trains a fusion module (``armor.models.fusion``) so that items
-co-liked by a user are close in cosine. ``ProjectedFeatureModel`` ("content-projected") trains a
-2-layer MLP over one modality with the same objective and the same trainer (``fit_encoder``),
-and ``FeatureModel`` ("content-raw") ranks by one modality's raw, standardised features.
+``FusionRecommender`` ("fused", "fused-paper") trains a fusion module (``armor.models.fusion``) so
+that items co-liked by a user are close in cosine. ``ProjectedFeatureModel`` ("text-projected",
+"image-projected") trains a 2-layer MLP over one modality with the same objective and the same
+trainer, and ``FeatureModel`` ("text", "image") ranks by one modality's raw, standardised features.
 Users are the mean of their liked items and scores are cosines (``EmbeddingRecommender``).
 
 Features are ``{modality: (n_items, d) float32}`` aligned with the catalogue columns of the
@@ -18,24 +18,25 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
 
-from armor.config import EvalConfig, FusionConfig, TrainConfig, from_dict
-from armor.data.splits import SplitData
+from armor.config import FusionConfig, TrainConfig, from_dict
 from armor.errors import ArmorError, ConfigError, DataError
-from armor.eval.protocol import evaluate
-from armor.models.base import EmbeddingRecommender, l2_normalize
+from armor.models.base import EmbeddingRecommender, TrainableRecommender, l2_normalize
 from armor.models.fusion import MODALITIES, Standardize, build_fusion, feature_stats
 from armor.training.loop import train_epoch
 from armor.training.losses import make_pair_step
+from armor.training.trainer import Schedule
 from armor.training.triplets import LikedItems, PairSampler
+
+if TYPE_CHECKING:
+    from armor.training.trainer import Streams
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +92,6 @@ def _config(cls: type, value: Any, default: Any) -> Any:
     raise ConfigError(f"expected a {cls.__name__} or a mapping, got {type(value).__name__}")
 
 
-def _validation_split(train: sp.csr_matrix, valid: sp.csr_matrix) -> SplitData:
-    if valid.shape != train.shape:
-        raise DataError(f"valid matrix has shape {valid.shape} but train has {train.shape}")
-    n_users, n_items = train.shape
-    return SplitData(user_ids=np.arange(n_users), item_ids=np.arange(n_items), train=sp.csr_matrix(train),
-                     valid=sp.csr_matrix(valid), test=sp.csr_matrix((n_users, n_items), dtype=np.float32))
-
-
 class ProjectionEncoder(nn.Module):
     """Standardise one modality (or the mean of poster and thumbnail), then Linear-ReLU-Linear.
 
@@ -134,11 +127,13 @@ class ProjectionEncoder(nn.Module):
         return z, weights
 
 
-class _EncoderModel(EmbeddingRecommender):
-    """An nn.Module item encoder over catalogue features, trained on co-liked pairs by ``fit_encoder``.
+class _EncoderModel(TrainableRecommender, EmbeddingRecommender):
+    """An nn.Module item encoder over catalogue features, trained on co-liked pairs.
 
-    Subclasses set ``self.module``, ``self.train_config``, ``self.dims``, ``self.features`` and
-    ``self.present`` (tensors, or None after loading), and describe themselves in ``params``.
+    Each epoch: ``steps_per_epoch`` batches from ``PairSampler``, in-batch mining and the
+    configured loss (``armor.training.losses``); the ``Trainer`` validates and keeps the best epoch.
+    In a distributed run every rank samples its slice of each global batch and mines negatives
+    from the gathered batch. Subclasses set ``self.module`` and describe themselves in ``params``.
     """
 
     module: nn.Module
@@ -147,10 +142,9 @@ class _EncoderModel(EmbeddingRecommender):
 
     def _setup(self, train_config: TrainConfig, features: Mapping[str, np.ndarray] | None,
                present: Mapping[str, np.ndarray] | None, needed: tuple[str, ...], dims: Mapping[str, int] | None,
-               history: list[dict[str, float]] | None, device: str) -> dict | None:
+               device: str) -> dict | None:
         self.train_config = train_config
         self.device = torch.device(device)
-        self.history: list[dict[str, float]] = list(history or [])
         self._embeddings: np.ndarray | None = None
         self._weights: np.ndarray | None = None
         self.features: dict[str, Tensor] | None = None
@@ -229,12 +223,59 @@ class _EncoderModel(EmbeddingRecommender):
         assert self._weights is not None
         return self._weights
 
-    def fit(self, train: sp.csr_matrix, valid: sp.csr_matrix | None = None, data: SplitData | None = None,
-            eval_config: EvalConfig | None = None) -> _EncoderModel:
-        """Train on co-liked pairs of ``train``; with ``data`` (or ``valid``) early-stop on validation NDCG@10."""
-        fit_encoder(self, train, valid, data, eval_config)
-        return self
+    # -- training, driven by armor.training.trainer.Trainer ----------------------------------
+    def schedule(self) -> Schedule:
+        config = self.train_config
+        return Schedule(epochs=config.epochs, patience=config.patience, seed=config.seed)
 
+    def begin(self, train: sp.csr_matrix, streams: Streams, *, rank: int = 0, world_size: int = 1) -> None:
+        if self.features is None:
+            raise ArmorError(f"{type(self).__name__} was loaded without features; build it with features to fit")
+        if train.shape[1] != self.n_items:
+            raise DataError(f"train matrix has {train.shape[1]} item columns but the features have "
+                            f"{self.n_items} rows; align the features with SplitData.item_ids")
+        config = self.train_config
+        self._sampler = PairSampler(train, config.batch_size, rank=rank, world_size=world_size)
+        self._liked = LikedItems(train)
+        self._steps = config.steps_per_epoch or self._sampler.steps_per_epoch()
+        self._optimizer = torch.optim.AdamW(self.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self._forward: nn.Module = self.module
+        self._world_size = world_size
+
+    def distribute(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
+        self._forward = wrapper(self.module)
+
+    def train_epoch(self, epoch: int, streams: Streams) -> dict[str, float]:
+        step = make_pair_step(lambda items: self.encode(items, self._forward)[0], self._liked, self.train_config,
+                              streams.torch)
+        self._forward.train()
+        stats = train_epoch(step, self._sampler.batches(streams.epoch_rng(epoch), self._steps), self._optimizer,
+                            grad_scale=float(self._world_size))
+        self._forward.eval()
+        self._invalidate()
+        return {"loss": stats["loss"], "pairs_per_s": stats["pairs_per_s"] * self._world_size}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": copy.deepcopy(self.module.state_dict()),
+                "optimizer": copy.deepcopy(self._optimizer.state_dict())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self._optimizer.load_state_dict(state["optimizer"])
+        self._invalidate()
+
+    def snapshot(self) -> dict[str, Tensor]:
+        return copy.deepcopy(self.module.state_dict())
+
+    def restore(self, snapshot: dict[str, Tensor]) -> None:
+        self.module.load_state_dict(snapshot)
+        self._invalidate()
+
+    def end(self) -> None:
+        self.module.eval()
+        self._invalidate()
+
+    # -- persistence ---------------------------------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         out = {"item_embeddings": self.item_embeddings(), "attention_weights": self.attention_weights()}
         for name, value in self.module.state_dict().items():
@@ -251,160 +292,25 @@ class _EncoderModel(EmbeddingRecommender):
         self.n_items = int(self._embeddings.shape[0])
 
 
-def fit_encoder(model: _EncoderModel, train: sp.csr_matrix, valid: sp.csr_matrix | None = None,
-                data: SplitData | None = None, eval_config: EvalConfig | None = None) -> list[dict[str, float]]:
-    """Train ``model`` in this process; returns (and sets) ``model.history``. See ``EncoderTrainer``."""
-    trainer = EncoderTrainer(model, train, valid, data, eval_config)
-    while not trainer.done:
-        trainer.run_epoch()
-    return trainer.finish()
-
-
-class EncoderTrainer:
-    """The one trainer of every pair-trained content model, one epoch at a time.
-
-    Each epoch: ``steps_per_epoch`` batches from ``PairSampler``, in-batch mining and the
-    configured loss. With ``data`` (or a ``valid`` matrix) validation NDCG@10 is measured after
-    every epoch, the best epoch's weights are kept and training stops after ``patience`` epochs
-    without improvement. Test is never read. Deterministic for a given ``train_config.seed``.
-
-    Its whole state (weights, optimizer, best epoch, random streams) round-trips through
-    ``state_dict``, so a run stopped after any epoch resumes exactly: that is what Ray Train's
-    checkpoints hold. In a distributed run every rank samples its slice of each global batch,
-    mines negatives from the gathered batch, and rank 0 alone validates and tells the others
-    whether to stop.
-    """
-
-    def __init__(self, model: _EncoderModel, train: sp.csr_matrix, valid: sp.csr_matrix | None = None,
-                 data: SplitData | None = None, eval_config: EvalConfig | None = None, *,
-                 rank: int = 0, world_size: int = 1):
-        config = model.train_config
-        if model.features is None:
-            raise ArmorError(f"{type(model).__name__} was loaded without features; build it with features to fit")
-        train = sp.csr_matrix(train)
-        if train.shape[1] != model.n_items:
-            raise DataError(f"train matrix has {train.shape[1]} item columns but the features have "
-                            f"{model.n_items} rows; align the features with SplitData.item_ids")
-        if data is None and valid is not None:
-            data = _validation_split(train, valid)
-        if data is not None and data.train.shape != train.shape:
-            raise DataError(f"data.train has shape {data.train.shape} but train has {train.shape}")
-        self.model, self.config, self.rank, self.world_size = model, config, rank, world_size
-        self.validates = data is not None
-        self.data = data if rank == 0 else None
-        base = eval_config or EvalConfig()
-        self.eval_config = dataclasses.replace(base, bootstrap_samples=0, ks=tuple(sorted({*base.ks, 10})))
-        self.sampler = PairSampler(train, config.batch_size, seed=config.seed, rank=rank, world_size=world_size)
-        self.liked = LikedItems(train)
-        self.steps = config.steps_per_epoch or self.sampler.steps_per_epoch()
-        self.optimizer = torch.optim.AdamW(model.module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        self.forward_module: nn.Module = model.module
-        # Every rank mines with the same stream, so "random" mining agrees across ranks.
-        self.generator = torch.Generator().manual_seed(config.seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            self.dropout_rng = torch.get_rng_state()
-        self.epoch, self.best, self.best_epoch, self.stale = 0, -math.inf, 0, 0
-        self.best_state: dict[str, Tensor] | None = None
-        self.history: list[dict[str, float]] = []
-
-    def wrap(self, wrapper) -> None:  # noqa: ANN001 - e.g. ray.train.torch.prepare_model
-        """Run forwards through ``wrapper(model.module)`` (DistributedDataParallel), same weights."""
-        self.forward_module = wrapper(self.model.module)
-
-    @property
-    def done(self) -> bool:
-        return self.epoch >= self.config.epochs or (self.validates and self.stale >= self.config.patience)
-
-    def run_epoch(self) -> dict[str, float]:
-        model, config = self.model, self.config
-        step = make_pair_step(lambda items: model.encode(items, self.forward_module)[0], self.liked, config,
-                              self.generator)
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(self.dropout_rng)
-            self.forward_module.train()
-            stats = train_epoch(step, self.sampler.epoch(self.epoch, self.steps), self.optimizer,
-                                grad_scale=float(self.world_size))
-            self.dropout_rng = torch.get_rng_state()
-        self.forward_module.eval()
-        model._invalidate()
-        self.epoch += 1
-        record = {"epoch": self.epoch, "loss": stats["loss"], "seconds": stats["seconds"],
-                  "pairs_per_s": stats["pairs_per_s"] * self.world_size}
-        if self.validates:
-            verdict = None
-            if self.data is not None:
-                ndcg = evaluate(model, self.data, "valid", self.eval_config).means["ndcg@10"]
-                verdict = ndcg
-            ndcg = _broadcast(verdict, self.world_size)
-            record["val_ndcg@10"] = ndcg
-            if ndcg > self.best:
-                self.best, self.best_epoch, self.stale = ndcg, self.epoch, 0
-                self.best_state = copy.deepcopy(model.module.state_dict())
-            else:
-                self.stale += 1
-        self.history.append(record)
-        log.info("%s epoch %d: loss %.4f, val ndcg@10 %s, %.1f s", model.kind, self.epoch, stats["loss"],
-                 f"{record.get('val_ndcg@10', float('nan')):.4f}", stats["seconds"])
-        return record
-
-    def finish(self) -> list[dict[str, float]]:
-        """Keep the best validation epoch's weights; returns (and sets) ``model.history``."""
-        model = self.model
-        if self.best_state is not None:
-            model.module.load_state_dict(self.best_state)
-            log.info("%s: kept epoch %d (val ndcg@10 %.4f)", model.kind, self.best_epoch, self.best)
-        model.module.eval()
-        model._invalidate()
-        model.history = list(self.history)
-        return model.history
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"module": copy.deepcopy(self.model.module.state_dict()), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "dropout_rng": self.dropout_rng, "epoch": self.epoch,
-                "best": self.best, "best_epoch": self.best_epoch, "stale": self.stale,
-                "best_state": self.best_state, "history": list(self.history)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.module.load_state_dict(state["module"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        self.dropout_rng = state["dropout_rng"]
-        self.epoch, self.best, self.best_epoch = state["epoch"], state["best"], state["best_epoch"]
-        self.stale, self.best_state, self.history = state["stale"], state["best_state"], list(state["history"])
-        self.model._invalidate()
-
-
-def _broadcast(value: float | None, world_size: int) -> float:
-    """Rank 0's validation score on every rank (it alone evaluates)."""
-    if world_size == 1:
-        assert value is not None
-        return float(value)
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return float(box[0])
-
-
 class FusionRecommender(_EncoderModel):
     """Items embedded by a fusion of text, poster and thumbnail features ("paper" or "full")."""
-
-    kind = "fused"
 
     def __init__(self, fusion_config: FusionConfig | Mapping[str, Any] | None = None,
                  train_config: TrainConfig | Mapping[str, Any] | None = None,
                  features: Mapping[str, np.ndarray] | None = None, present: Mapping[str, np.ndarray] | None = None,
-                 *, dims: Mapping[str, int] | None = None, history: list[dict[str, float]] | None = None,
-                 device: str = "cpu"):
+                 *, dims: Mapping[str, int] | None = None, device: str = "cpu"):
         self.fusion_config = _config(FusionConfig, fusion_config, FusionConfig())
         stats = self._setup(_config(TrainConfig, train_config, TrainConfig()), features, present,
-                            tuple(self.fusion_config.modalities), dims, history, device)
+                            tuple(self.fusion_config.modalities), dims, device)
         self.module = self._build(lambda: build_fusion(self.fusion_config, self.dims, stats), self.train_config.seed)
 
     def params(self) -> dict[str, Any]:
         return {"fusion_config": dataclasses.asdict(self.fusion_config),
-                "train_config": dataclasses.asdict(self.train_config), "dims": self.dims, "history": self.history}
+                "train_config": dataclasses.asdict(self.train_config), "dims": self.dims}
+
+    @property
+    def name(self) -> str:
+        return "fused" if self.fusion_config.variant == "full" else "fused-paper"
 
 
 class ProjectedFeatureModel(_EncoderModel):
@@ -414,25 +320,26 @@ class ProjectedFeatureModel(_EncoderModel):
     ``dropout`` between the layers, so a tuned fused model and its baselines share a budget.
     """
 
-    kind = "content-projected"
-
     def __init__(self, modality: str, fusion_config: FusionConfig | Mapping[str, Any] | None = None,
                  train_config: TrainConfig | Mapping[str, Any] | None = None,
                  features: Mapping[str, np.ndarray] | None = None, present: Mapping[str, np.ndarray] | None = None,
-                 *, dims: Mapping[str, int] | None = None, history: list[dict[str, float]] | None = None,
-                 device: str = "cpu"):
+                 *, dims: Mapping[str, int] | None = None, device: str = "cpu"):
         self.modality = modality
         needed = _needed(modality)
         self.fusion_config = _config(FusionConfig, fusion_config, FusionConfig())
         stats = self._setup(_config(TrainConfig, train_config, TrainConfig()), features, present, needed, dims,
-                            history, device)
+                            device)
         cfg = self.fusion_config
         self.module = self._build(lambda: ProjectionEncoder(modality, self.dims, cfg.dim, cfg.out_dim, cfg.dropout,
                                                             stats), self.train_config.seed)
 
     def params(self) -> dict[str, Any]:
         return {"modality": self.modality, "fusion_config": dataclasses.asdict(self.fusion_config),
-                "train_config": dataclasses.asdict(self.train_config), "dims": self.dims, "history": self.history}
+                "train_config": dataclasses.asdict(self.train_config), "dims": self.dims}
+
+    @property
+    def name(self) -> str:
+        return f"{self.modality}-projected"
 
 
 class FeatureModel(EmbeddingRecommender):
@@ -442,8 +349,6 @@ class FeatureModel(EmbeddingRecommender):
     other is absent). Centring matters for cosine: raw CNN features are all positive, so
     uncentred every pair of movies looks alike. An item lacking the modality is a zero vector.
     """
-
-    kind = "content-raw"
 
     def __init__(self, modality: str, features: Mapping[str, np.ndarray] | None = None,
                  present: Mapping[str, np.ndarray] | None = None, standardize: bool = True):
@@ -466,8 +371,11 @@ class FeatureModel(EmbeddingRecommender):
             count += mask[m][:, None]
         self._embeddings = (total / np.maximum(count, 1.0)).astype(np.float32)
 
-    def fit(self, train: sp.csr_matrix, valid: sp.csr_matrix | None = None, data: SplitData | None = None,
-            eval_config: EvalConfig | None = None) -> FeatureModel:
+    @property
+    def name(self) -> str:
+        return self.modality
+
+    def fit(self, train: sp.csr_matrix, valid: sp.csr_matrix | None = None) -> FeatureModel:
         """Nothing to learn; checks that the features cover the catalogue."""
         embeddings = self.item_embeddings()
         if train.shape[1] != embeddings.shape[0]:

@@ -6,11 +6,12 @@ dividing by zero). Layer ``k`` is ``E_k = Â E_{k-1}`` with no weights and no no
 final embedding is the mean of layers ``0..L`` (the paper's ``alpha_k = 1 / (L + 1)``). The only
 parameters are the layer-0 embeddings.
 
-Training: BPR loss on (user, positive, negative) triples, one pass over the training positives
-per epoch in shuffled mini-batches, negatives drawn uniformly from the items the user has not
-liked in training, L2 on the batch's layer-0 embeddings (scaled as in the authors' code:
-``reg * ||E0_batch||^2 / (2 B)``), Adam. With validation data, NDCG@10 is measured every
-``eval_every`` epochs and the best embeddings are kept; ``config.patience`` counts evaluations.
+Training (one epoch of it per ``train_epoch``; ``armor.training.trainer.Trainer`` validates, keeps
+the best epoch and stops early, with ``config.patience`` counted in evaluations every
+``eval_every`` epochs): BPR loss on (user, positive, negative) triples, one pass over the training
+positives per epoch in shuffled mini-batches, negatives drawn uniformly from the items the user
+has not liked in training, L2 on the batch's layer-0 embeddings (scaled as in the authors' code:
+``reg * ||E0_batch||^2 / (2 B)``), Adam.
 """
 
 from __future__ import annotations
@@ -18,20 +19,21 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from armor.config import EvalConfig, LightGCNConfig, from_dict
-from armor.data.splits import SplitData
+from armor.config import LightGCNConfig, from_dict
 from armor.errors import ArmorError, ConfigError, DataError
-from armor.models.base import Recommender
-from armor.models.tuning import SELECT_METRIC, selection_score, validation_data
+from armor.models.base import TrainableRecommender
+from armor.training.trainer import Schedule
+
+if TYPE_CHECKING:
+    from armor.training.trainer import Streams
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,6 @@ DEFAULT_GRID: dict[str, list[Any]] = {
     "reg": [1e-4, 1e-3],
     "epochs": [300],
 }
-
-# on_epoch(record, state): the epoch's history record and a function returning the training state.
-EpochCallback = Callable[[dict[str, float], Callable[[], dict[str, Any]]], None]
 
 # The authors' initialisation (normal with std 0.1).
 INIT_STD = 0.1
@@ -135,19 +134,19 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class LightGCN(Recommender):
+class LightGCN(TrainableRecommender):
     """Graph collaborative filtering by linear propagation of ID embeddings.
 
     ``device``: "cpu" (default; deterministic for a seed), "cuda[:N]" or "auto". Scores are dot
-    products of the final (layer-mean) embeddings, computed once after training.
+    products of the final (layer-mean) embeddings.
 
-    ``num_threads``: torch intra-op threads during ``fit`` (restored afterwards); None leaves the
-    process setting alone. The graph is small enough that one thread loses little, and on a
-    shared 2-core machine two OpenMP threads with one core taken by another process ran a
+    ``num_threads``: torch intra-op threads while training (the trainer restores them afterwards);
+    None leaves the process setting alone. The graph is small enough that one thread loses little,
+    and on a shared 2-core machine two OpenMP threads with one core taken by another process ran a
     training step ~13x slower (0.32 s against 0.025 s on ML-100K) as each op waits at a barrier.
     """
 
-    kind = "lightgcn"
+    name = "lightgcn"
 
     def __init__(self, config: LightGCNConfig | Mapping[str, Any] | None = None, *,
                  eval_every: int = 1, device: str = "cpu", num_threads: int | None = None) -> None:
@@ -163,140 +162,105 @@ class LightGCN(Recommender):
         self.item_final: np.ndarray | None = None  # (I, d)
         self.user_emb0: np.ndarray | None = None  # (U, d) layer 0, kept for inspection / warm starts
         self.item_emb0: np.ndarray | None = None  # (I, d)
-        self.history: list[dict[str, float]] = []
-        self.best_epoch: int | None = None
-        self.best_score: float | None = None
-        self.fit_seconds: float | None = None
+        self._embeddings: torch.nn.Parameter | None = None  # (U + I, d) while training
+        self._final_stale = False
 
-    def fit(self, train: sp.csr_matrix, valid: sp.csr_matrix | None = None,
-            data: SplitData | None = None, eval_config: EvalConfig | None = None, *,
-            on_epoch: EpochCallback | None = None, resume: dict[str, Any] | None = None) -> LightGCN:
-        """Train on the (users x items) ``train``; with ``valid`` or ``data``, stop early on
-        validation NDCG@10. ``data.test`` is never read.
-
-        ``on_epoch(record, state)`` is called after every epoch with its history record and a
-        function returning the whole training state; passing that state back as ``resume``
-        continues the run where it was, to the same result as an uninterrupted one (Ray Train
-        checkpoints it every epoch).
-        """
-        train = sp.csr_matrix(train, dtype=np.float32)
-        if data is not None and train.shape != data.train.shape:
-            raise DataError(f"train has shape {train.shape} but the split is {data.train.shape} "
-                            "(users x items): was it transposed?")
-        if data is None and valid is not None:
-            data = validation_data(train, valid)
-        previous_threads = torch.get_num_threads()
-        if self.num_threads is not None:
-            torch.set_num_threads(self.num_threads)
-        try:
-            self._fit(train, data, eval_config, on_epoch, resume)
-        finally:
-            torch.set_num_threads(previous_threads)
-        return self
-
-    def _fit(self, train: sp.csr_matrix, data: SplitData | None, eval_config: EvalConfig | None,
-             on_epoch: EpochCallback | None, resume: dict[str, Any] | None) -> None:
+    # -- training, driven by armor.training.trainer.Trainer ----------------------------------
+    def schedule(self) -> Schedule:
         cfg = self.config
-        started = time.perf_counter()
+        return Schedule(epochs=cfg.epochs, patience=cfg.patience, seed=cfg.seed, eval_every=self.eval_every,
+                        num_threads=self.num_threads)
+
+    def begin(self, train: sp.csr_matrix, streams: Streams, *, rank: int = 0, world_size: int = 1) -> None:
+        if world_size != 1:
+            raise ConfigError("lightgcn trains in one worker; pass --workers 1")
         device = _device(self.device)
-        n_users, n_items = train.shape
-        rng = np.random.default_rng(cfg.seed)
-        generator = torch.Generator().manual_seed(cfg.seed)
-
-        adjacency = normalized_adjacency(train).to(device)  # (N, N)
-        embeddings = torch.empty(n_users + n_items, cfg.dim)  # (N, d)
-        torch.nn.init.normal_(embeddings, std=INIT_STD, generator=generator)
-        embeddings = torch.nn.Parameter(embeddings.to(device))
-        optimizer = torch.optim.Adam([embeddings], lr=cfg.lr)
-
+        self._n_users, n_items = train.shape
         coo = train.tocoo()
-        pos_users, pos_items = coo.row.astype(np.int64), coo.col.astype(np.int64)  # (P,), (P,)
-        if pos_users.size == 0:
-            raise DataError("LightGCN.fit: the training matrix has no positives")
-        sampler = NegativeSampler(train)
-        self.history = []
-        best: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-        best_score, best_epoch, stale, done_epochs, stopped = -np.inf, 0, 0, 0, False
-        if resume is not None:
-            if tuple(resume["embeddings"].shape) != tuple(embeddings.shape):
-                raise DataError(f"lightgcn resume state has embeddings of shape {tuple(resume['embeddings'].shape)}, "
-                                f"this graph needs {tuple(embeddings.shape)}: a different split or config")
-            with torch.no_grad():
-                embeddings.copy_(resume["embeddings"].to(device))
-            optimizer.load_state_dict(resume["optimizer"])
-            rng.bit_generator.state = resume["rng"]
-            self.history = list(resume["history"])
-            best = resume["best"]
-            best_score, best_epoch, stale = resume["best_score"], resume["best_epoch"], resume["stale"]
-            done_epochs, stopped = resume["epoch"], resume["stopped"]
+        self._pos_users, self._pos_items = coo.row.astype(np.int64), coo.col.astype(np.int64)  # (P,), (P,)
+        if self._pos_users.size == 0:
+            raise DataError("LightGCN: the training matrix has no positives")
+        self._adjacency = normalized_adjacency(train).to(device)  # (N, N)
+        embeddings = torch.empty(self._n_users + n_items, self.config.dim)  # (N, d)
+        torch.nn.init.normal_(embeddings, std=INIT_STD, generator=streams.torch)
+        self._embeddings = torch.nn.Parameter(embeddings.to(device))
+        self._optimizer = torch.optim.Adam([self._embeddings], lr=self.config.lr)
+        self._sampler = NegativeSampler(train)
+        self._final_stale = True
 
-        def state(epoch: int) -> dict[str, Any]:
-            # Adam's state_dict holds its live moment tensors: copy them, or later steps change the state.
-            return {"embeddings": embeddings.detach().cpu().clone(), "optimizer": copy.deepcopy(optimizer.state_dict()),
-                    "rng": rng.bit_generator.state, "history": list(self.history), "best": best,
-                    "best_score": best_score, "best_epoch": best_epoch, "stale": stale, "epoch": epoch,
-                    "stopped": stopped}
+    def train_epoch(self, epoch: int, streams: Streams) -> dict[str, float]:
+        cfg, embeddings, rng = self.config, self._embeddings, streams.numpy
+        assert embeddings is not None, "begin() first"
+        device = embeddings.device
+        order = rng.permutation(self._pos_users.size)
+        total_loss = 0.0
+        for start in range(0, order.size, cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            users = self._pos_users[batch]  # (B,)
+            negatives = self._sampler(rng, users)  # (B,)
+            u = torch.from_numpy(users).to(device)
+            p = torch.from_numpy(self._pos_items[batch] + self._n_users).to(device)
+            n = torch.from_numpy(negatives + self._n_users).to(device)
+            final = propagate(self._adjacency, embeddings, cfg.layers)  # (N, d)
+            pos_score = (final[u] * final[p]).sum(-1)  # (B,)
+            neg_score = (final[u] * final[n]).sum(-1)  # (B,)
+            ranking = F.softplus(neg_score - pos_score).mean()  # -log sigmoid(pos - neg)
+            l2 = (embeddings[u].pow(2).sum() + embeddings[p].pow(2).sum()
+                  + embeddings[n].pow(2).sum()) / (2 * batch.size)
+            loss = ranking + cfg.reg * l2
+            self._optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self._optimizer.step()
+            total_loss += float(loss.detach()) * batch.size
+        self._final_stale = True
+        return {"loss": total_loss / order.size}
 
-        for epoch in range(done_epochs + 1, cfg.epochs + 1):
-            if stopped:
-                break
-            order = rng.permutation(pos_users.size)
-            total_loss = 0.0
-            for start in range(0, order.size, cfg.batch_size):
-                batch = order[start : start + cfg.batch_size]
-                users = pos_users[batch]  # (B,)
-                positives = pos_items[batch]  # (B,)
-                negatives = sampler(rng, users)  # (B,)
-                u = torch.from_numpy(users).to(device)
-                p = torch.from_numpy(positives + n_users).to(device)
-                n = torch.from_numpy(negatives + n_users).to(device)
+    def state_dict(self) -> dict[str, Any]:
+        assert self._embeddings is not None, "begin() first"
+        # Adam's state_dict holds its live moment tensors: copy them, or later steps change the state.
+        return {"embeddings": self._embeddings.detach().cpu().clone(),
+                "optimizer": copy.deepcopy(self._optimizer.state_dict())}
 
-                final = propagate(adjacency, embeddings, cfg.layers)  # (N, d)
-                pos_score = (final[u] * final[p]).sum(-1)  # (B,)
-                neg_score = (final[u] * final[n]).sum(-1)  # (B,)
-                ranking = F.softplus(neg_score - pos_score).mean()  # -log sigmoid(pos - neg)
-                l2 = (embeddings[u].pow(2).sum() + embeddings[p].pow(2).sum()
-                      + embeddings[n].pow(2).sum()) / (2 * batch.size)
-                loss = ranking + cfg.reg * l2
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += float(loss.detach()) * batch.size
-            record: dict[str, float] = {"epoch": epoch, "loss": total_loss / order.size}
-
-            if data is not None and (epoch % self.eval_every == 0 or epoch == cfg.epochs):
-                self._set_final(adjacency, embeddings, n_users)
-                score = selection_score(self, data, eval_config)
-                record[SELECT_METRIC] = score
-                self.history.append(record)
-                log.debug("lightgcn epoch %d: loss %.4f valid %s %.4f", epoch, record["loss"], SELECT_METRIC, score)
-                if score > best_score:
-                    best_score, best_epoch, stale = score, epoch, 0
-                    best = (self.user_final.copy(), self.item_final.copy(),
-                            self.user_emb0.copy(), self.item_emb0.copy())
-                else:
-                    stale += 1
-                    stopped = stale >= cfg.patience
-            if on_epoch is not None:
-                on_epoch(record, lambda epoch=epoch: state(epoch))
-
-        if data is None:
-            self._set_final(adjacency, embeddings, n_users)
-            self.best_epoch, self.best_score = cfg.epochs, None
-        else:
-            assert best is not None
-            self.user_final, self.item_final, self.user_emb0, self.item_emb0 = best
-            self.best_epoch, self.best_score = best_epoch, float(best_score)
-        self.fit_seconds = time.perf_counter() - started
-
-    def _set_final(self, adjacency: torch.Tensor, embeddings: torch.Tensor, n_users: int) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        assert self._embeddings is not None, "begin() first"
+        if tuple(state["embeddings"].shape) != tuple(self._embeddings.shape):
+            raise DataError(f"lightgcn resume state has embeddings of shape {tuple(state['embeddings'].shape)}, "
+                            f"this graph needs {tuple(self._embeddings.shape)}: a different split or config")
         with torch.no_grad():
-            final = propagate(adjacency, embeddings, self.config.layers).cpu().numpy()  # (N, d)
-            layer0 = embeddings.detach().cpu().numpy()  # (N, d)
+            self._embeddings.copy_(state["embeddings"].to(self._embeddings.device))
+        self._optimizer.load_state_dict(state["optimizer"])
+        self._final_stale = True
+
+    def snapshot(self) -> tuple[np.ndarray, ...]:
+        self._refresh()
+        assert self.user_final is not None and self.item_final is not None
+        assert self.user_emb0 is not None and self.item_emb0 is not None
+        return (self.user_final.copy(), self.item_final.copy(), self.user_emb0.copy(), self.item_emb0.copy())
+
+    def restore(self, snapshot: tuple[np.ndarray, ...]) -> None:
+        self.user_final, self.item_final, self.user_emb0, self.item_emb0 = (a.copy() for a in snapshot)
+        self._final_stale = False
+
+    def end(self) -> None:
+        self._refresh()
+        self._embeddings = None
+        self._adjacency = self._optimizer = self._sampler = None
+
+    def _refresh(self) -> None:
+        """Final (layer-mean) embeddings of the current layer-0 ones, once per change."""
+        if not self._final_stale or self._embeddings is None:
+            return
+        with torch.no_grad():
+            final = propagate(self._adjacency, self._embeddings, self.config.layers).cpu().numpy()  # (N, d)
+            layer0 = self._embeddings.detach().cpu().numpy()  # (N, d)
+        n_users = self._n_users
         self.user_final, self.item_final = final[:n_users].copy(), final[n_users:].copy()
         self.user_emb0, self.item_emb0 = layer0[:n_users].copy(), layer0[n_users:].copy()
+        self._final_stale = False
 
+    # -- scoring and persistence -------------------------------------------------------------
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        self._refresh()
         if self.user_final is None or self.item_final is None:
             raise ArmorError("LightGCN.score called before fit (or load)")
         n_items = self.item_final.shape[0]
@@ -315,13 +279,12 @@ class LightGCN(Recommender):
                 "device": self.device, "num_threads": self.num_threads}
 
     def arrays(self) -> dict[str, np.ndarray]:
+        self._refresh()
         if self.user_final is None or self.item_final is None:
             return {}
         out = {"user_final": self.user_final, "item_final": self.item_final}
         if self.user_emb0 is not None and self.item_emb0 is not None:
             out.update(user_emb0=self.user_emb0, item_emb0=self.item_emb0)
-        if self.best_epoch is not None:
-            out["best_epoch"] = np.array(self.best_epoch)
         return out
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
@@ -329,5 +292,3 @@ class LightGCN(Recommender):
         self.item_final = arrays["item_final"].astype(np.float32, copy=False)
         self.user_emb0 = arrays.get("user_emb0")
         self.item_emb0 = arrays.get("item_emb0")
-        if "best_epoch" in arrays:
-            self.best_epoch = int(arrays["best_epoch"])

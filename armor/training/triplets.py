@@ -93,14 +93,13 @@ class PairSampler:
     (users with fewer than two are never drawn), then two distinct positives of each user,
     uniformly; so every training positive is about equally likely to appear.
 
-    Streams: the epoch's generator is seeded from (seed, epoch). Each step draws one *global*
-    batch of ``batch_size * world_size`` pairs and rank r keeps slice r, so ranks never share a
+    Streams: each step draws one *global* batch of ``batch_size * world_size`` pairs from the
+    epoch's generator (the same on every rank) and rank r keeps slice r, so ranks never share a
     position of the stream, and the union over ranks is exactly what a single process with
     ``batch_size * world_size`` would draw: results do not depend on how many workers ran.
     """
 
-    def __init__(self, train: sp.csr_matrix, batch_size: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
+    def __init__(self, train: sp.csr_matrix, batch_size: int, rank: int = 0, world_size: int = 1):
         if batch_size < 1:
             raise ConfigError(f"train.batch_size: must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -112,7 +111,7 @@ class PairSampler:
         if self.users.size == 0:
             raise DataError("no user has two or more training positives, so no co-liked pair exists; "
                             "check the split (split.min_user_positives) and the positive threshold")
-        self.batch_size, self.seed, self.rank, self.world_size = int(batch_size), int(seed), int(rank), int(world_size)
+        self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
         self._indptr = train.indptr.astype(np.int64)
         self._indices = train.indices.astype(np.int64)
         self._counts = counts[self.users].astype(np.int64)
@@ -137,10 +136,12 @@ class PairSampler:
         start = self._indptr[users]
         return self._indices[start + first], self._indices[start + second], users
 
-    def epoch(self, epoch_index: int, steps: int | None = None) -> Iterator[dict[str, Tensor]]:
-        """Yield ``steps`` (default ``steps_per_epoch()``) batches of int64 "anchor", "positive", "user"."""
+    def batches(self, rng: np.random.Generator, steps: int | None = None) -> Iterator[dict[str, Tensor]]:
+        """Yield ``steps`` (default ``steps_per_epoch()``) batches of int64 "anchor", "positive", "user".
+
+        ``rng`` must be seeded the same on every rank (the trainer's ``Streams.epoch_rng``).
+        """
         steps = self.steps_per_epoch() if steps is None else int(steps)
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, int(epoch_index)]))
         lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
         for _ in range(steps):
             anchor, positive, user = self._draw(rng, self.batch_size * self.world_size)

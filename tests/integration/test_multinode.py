@@ -62,12 +62,16 @@ def remove_when(cluster, node, condition, timeout=120):
 def test_training_across_nodes_survives_losing_a_node(cluster, tmp_path):
     import ray
 
-    from pipelines.train import TrainJob, train
+    from armor.models.registry import ModelSettings
+    from pipelines.tracking import Tracking
+    from pipelines.train import Placement, TrainJob, train
 
     cluster, workers = cluster
     ws = make_workspace(tmp_path / "ws")
-    job = TrainJob(workspace=str(ws), split="random", model="fused", fusion=FusionConfig(dim=32, out_dim=16, heads=2),
-                   train=TrainConfig(batch_size=64, epochs=8, steps_per_epoch=80, patience=20))
+    job = TrainJob(workspace=str(ws), split="random", model="fused",
+                   settings=ModelSettings.of(fusion=FusionConfig(dim=32, out_dim=16, heads=2),
+                                             train=TrainConfig(batch_size=64, epochs=8, steps_per_epoch=80,
+                                                               patience=20)))
     checkpoints = ws / "ray_results"
 
     def two_epochs_registered():
@@ -96,7 +100,7 @@ def test_training_across_nodes_survives_losing_a_node(cluster, tmp_path):
 
     # Remove a node that hosts a training worker once two epochs are checkpointed.
     thread, removed = remove_when(cluster, node_with_a_training_worker, two_epochs_registered)
-    summary = train(job, workers=2, max_failures=3, tracking={"enabled": False})
+    summary = train(job, Placement(workers=2, max_failures=3), Tracking(tracking=False))
     thread.join()
     assert removed.is_set(), "the node was never removed: the run finished too fast to test recovery"
     assert [h["epoch"] for h in summary["history"]] == list(range(1, 9))

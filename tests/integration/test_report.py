@@ -7,8 +7,9 @@ import pytest
 
 from armor.config import BPRConfig, FusionConfig, TrainConfig
 from armor.errors import DataError
-from pipelines.report import make_report
-from pipelines.train import TrainJob, train
+from armor.eval.report import ReportConfig, make_report
+from armor.models.registry import ModelSettings
+from pipelines.train import Placement, TrainJob, train
 from tests.workspaces import make_workspace
 
 pytestmark = pytest.mark.slow
@@ -20,14 +21,15 @@ MODELS = ("text", "image", "fused", "fused-paper", "bpr", "popularity", "random"
 def trained(tmp_path_factory):
     ws = make_workspace(tmp_path_factory.mktemp("report") / "ws", missing_thumbnails=0.1)
     for model in MODELS:
-        train(TrainJob(workspace=str(ws), split="random", model=model, fusion=FusionConfig(dim=32, out_dim=16, heads=2),
-                       train=TrainConfig(batch_size=64, epochs=6, steps_per_epoch=8),
-                       bpr=BPRConfig(factors=16, iterations=60)), local=True)
+        settings = ModelSettings.of(fusion=FusionConfig(dim=32, out_dim=16, heads=2),
+                                    train=TrainConfig(batch_size=64, epochs=6, steps_per_epoch=8),
+                                    bpr=BPRConfig(factors=16, iterations=60))
+        train(TrainJob(workspace=str(ws), split="random", model=model, settings=settings), Placement(local=True))
     return ws
 
 
 def test_report_has_table1_paper_rows_figures_and_interpretability(trained):
-    out = make_report(trained, "random", bootstrap=100)
+    out = make_report(trained, ReportConfig(bootstrap=100))
     text = (out / "report.md").read_text()
     assert "## Table 1 (reproduced)" in text and "The paper's Table 1" in text
     assert "| Fused, paper's attention (eqs. 4.2-4.6) | 0.0040 | 0.0120 | 0.0360 |" in text  # the paper's row
@@ -62,8 +64,10 @@ def test_cold_start_table_ranks_unseen_movies_only_with_content(trained, tmp_pat
     pq.write_table(train_table.filter(keep), split / "train.parquet")
     try:
         for model in ("text", "popularity"):
-            train(TrainJob(workspace=str(trained), split="random", model=model), local=True, name=f"cold-{model}")
-        out = make_report(trained, "random", names=["cold-text", "cold-popularity"], bootstrap=0, out=tmp_path / "r")
+            train(TrainJob(workspace=str(trained), split="random", model=model, name=f"cold-{model}"),
+                  Placement(local=True))
+        out = make_report(trained, ReportConfig(models=("cold-text", "cold-popularity"), bootstrap=0),
+                          out=tmp_path / "r")
     finally:
         pq.write_table(train_table, split / "train.parquet")
     text = (out / "report.md").read_text()
@@ -77,4 +81,4 @@ def test_cold_start_table_ranks_unseen_movies_only_with_content(trained, tmp_pat
 
 def test_a_model_trained_on_another_catalogue_is_refused(trained):
     with pytest.raises(DataError, match="no trained model"):
-        make_report(trained, "random", names=["nonexistent"], bootstrap=0)
+        make_report(trained, ReportConfig(models=("nonexistent",), bootstrap=0))

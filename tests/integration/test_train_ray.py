@@ -7,7 +7,9 @@ import pytest
 
 from armor.config import FusionConfig, LightGCNConfig, TrainConfig
 from armor.models.base import load_recommender
-from pipelines.train import TrainJob, train
+from armor.models.registry import ModelSettings
+from pipelines.tracking import Tracking
+from pipelines.train import Placement, TrainJob, train
 from tests.workspaces import make_workspace
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -19,9 +21,10 @@ TRAIN = TrainConfig(batch_size=64, epochs=4, steps_per_epoch=6, patience=10)
 def test_a_killed_worker_resumes_from_the_last_checkpoint_and_finishes(ray_local, tmp_path):
     ws = make_workspace(tmp_path / "ws")
     marker = tmp_path / "killed"
-    job = TrainJob(workspace=str(ws), split="random", model="fused", fusion=FUSION, train=TRAIN,
+    job = TrainJob(workspace=str(ws), split="random", model="fused",
+                   settings=ModelSettings.of(fusion=FUSION, train=TRAIN),
                    kill_rank_after_epoch=(1, 2), kill_marker=str(marker))
-    summary = train(job, workers=2, max_failures=2)
+    summary = train(job, Placement(workers=2, max_failures=2))
     assert marker.read_text().startswith("killed rank 1 after epoch 2")
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4]  # nothing repeated, nothing lost
     assert summary["last_report"]["resumed_runs"] == 1  # the final epochs ran in the restarted group
@@ -36,19 +39,20 @@ def test_lightgcn_checkpoints_every_epoch_and_resumes_to_the_uninterrupted_resul
     ws = make_workspace(tmp_path / "ws")
     marker = tmp_path / "killed"
     config = LightGCNConfig(dim=16, layers=2, lr=1e-2, batch_size=1024, epochs=5, patience=10)
-    job = TrainJob(workspace=str(ws), split="random", model="lightgcn", lightgcn=config,
+    settings = ModelSettings.of(lightgcn=config)
+    job = TrainJob(workspace=str(ws), split="random", model="lightgcn", settings=settings,
                    kill_rank_after_epoch=(0, 2), kill_marker=str(marker))
-    summary = train(job, max_failures=2, tracking={"enabled": False})
+    summary = train(job, Placement(max_failures=2), Tracking(tracking=False))
     assert marker.read_text().startswith("killed rank 0 after epoch 2")
     assert [h["epoch"] for h in summary["history"]] == [1, 2, 3, 4, 5]
     assert summary["last_report"]["resumed_from_epoch"] == 2  # not retrained from scratch
     # Training is seeded and the checkpoint holds its whole state (optimizer, sampler RNG, best
     # epoch so far), so the resumed run ends where an uninterrupted one does.
-    uninterrupted = train(TrainJob(workspace=str(ws), split="random", model="lightgcn", lightgcn=config),
-                          local=True, name="lightgcn-local", tracking={"enabled": False})
+    uninterrupted = train(TrainJob(workspace=str(ws), split="random", model="lightgcn", settings=settings,
+                                   name="lightgcn-local"), Placement(local=True), Tracking(tracking=False))
     assert [h["epoch"] for h in uninterrupted["history"]] == [1, 2, 3, 4, 5]
     for resumed, whole in zip(summary["history"], uninterrupted["history"]):
-        assert resumed["ndcg@10"] == pytest.approx(whole["ndcg@10"], abs=1e-6)
+        assert resumed["val_ndcg@10"] == pytest.approx(whole["val_ndcg@10"], abs=1e-6)
     on_ray = load_recommender(ws / "models" / "lightgcn" / "model").item_final
     local = load_recommender(ws / "models" / "lightgcn-local" / "model").item_final
     np.testing.assert_allclose(on_ray, local, rtol=1e-4, atol=1e-6)
@@ -61,9 +65,9 @@ def test_two_workers_train_what_one_process_would(ray_local, tmp_path):
     no_dropout = FusionConfig(dim=32, out_dim=16, heads=2, dropout=0.0)  # dropout masks differ per rank
     half = TrainConfig(batch_size=32, epochs=2, steps_per_epoch=6, patience=10, mining="semi-hard")
     whole = TrainConfig(batch_size=64, epochs=2, steps_per_epoch=6, patience=10, mining="semi-hard")
-    distributed = train(TrainJob(workspace=str(ws), split="random", model="fused", fusion=no_dropout, train=half),
-                        workers=2, name="two")
-    single = train(TrainJob(workspace=str(ws), split="random", model="fused", fusion=no_dropout, train=whole),
-                   local=True, name="one")
+    distributed = train(TrainJob(workspace=str(ws), split="random", model="fused", name="two",
+                                 settings=ModelSettings.of(fusion=no_dropout, train=half)), Placement(workers=2))
+    single = train(TrainJob(workspace=str(ws), split="random", model="fused", name="one",
+                            settings=ModelSettings.of(fusion=no_dropout, train=whole)), Placement(local=True))
     assert distributed["history"][0]["loss"] == pytest.approx(single["history"][0]["loss"], rel=1e-4)
     assert distributed["valid"]["ndcg@10"] == pytest.approx(single["valid"]["ndcg@10"], abs=2e-3)

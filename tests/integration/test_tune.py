@@ -8,12 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-import mlflow
 import pytest
 
+import mlflow
 from armor.errors import ConfigError
 from pipelines.train import TrainJob
-from pipelines.tune import add_arguments, best_sample, sweep
+from pipelines.tune import TuneJob, add_arguments, best_sample, job_from_args, sweep
 from tests.processes import kill_tree
 from tests.workspaces import make_workspace
 
@@ -74,7 +74,7 @@ def test_a_sweep_resumes_after_its_driver_is_killed(tmp_path, request):
 
     ray = request.getfixturevalue("ray_local")
     assert ray.is_initialized()
-    results = sweep(parse("--workspace", str(ws), *SMALL, "--resume"), job=None)
+    results = sweep(job_from_args(parse("--workspace", str(ws), *SMALL, "--resume")))
     assert len(results) == 4 and all(r.error is None for r in results)
     assert finished_trials(experiment_dir) == {name: 3 for name in finished_trials(experiment_dir)}
     for name in done_before:  # a trial that had finished was not run again
@@ -94,6 +94,7 @@ def finished_trials(experiment_dir: Path) -> dict[str, int]:
 
 
 def test_a_negative_trial_worker_count_is_refused(tmp_path):
-    args = parse("--workspace", str(tmp_path), "--trial-workers", "-1")
     with pytest.raises(ConfigError, match="--trial-workers"):
-        sweep(args, TrainJob(workspace=str(tmp_path), split="random", model="fused"))
+        job_from_args(parse("--workspace", str(tmp_path), "--trial-workers", "-1"))
+    with pytest.raises(ConfigError, match="--trial-workers"):
+        TuneJob(base=TrainJob(workspace=str(tmp_path), model="fused"), trial_workers=-1)

@@ -26,9 +26,10 @@ from armor.models.lightgcn import (
     normalized_adjacency,
     propagate,
 )
-from armor.models.tuning import grid_search
+from armor.training.selection import grid_search
+from armor.training.trainer import Trainer
 
-EVAL = EvalConfig(bootstrap_samples=0)
+EVAL = EvalConfig(bootstrap=0)
 # Quick settings for the 600 x 800 synthetic world (about 16k training positives).
 BPR_QUICK = BPRConfig(factors=32, learning_rate=0.01, regularization=0.001, iterations=100)
 LGCN_QUICK = LightGCNConfig(dim=32, layers=2, lr=1e-2, reg=1e-4, batch_size=1024, epochs=25, patience=4)
@@ -36,6 +37,11 @@ LGCN_QUICK = LightGCNConfig(dim=32, layers=2, lr=1e-2, reg=1e-4, batch_size=1024
 
 def valid_means(model, data):
     return evaluate(model, data, "valid", EVAL).means
+
+
+def untimed(history):
+    """A training history without its wall-clock seconds, which no two runs share."""
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
 
 
 @pytest.fixture(scope="module")
@@ -187,13 +193,12 @@ def test_negative_sampler_never_returns_a_training_positive():
 # --------------------------------------------------------------------------------------------
 
 
-def check_best_of_history(model, small, step_key):
-    scores = [h["ndcg@10"] for h in model.history]
-    steps = [h[step_key] for h in model.history]
+def check_best_of_history(model, small):
+    scores = [h["val_ndcg@10"] for h in model.history]
     best = int(np.argmax(scores))
     # It stopped after the peak (patience ran out), so the kept model is not simply the last one.
     assert best < len(scores) - 1
-    assert steps[best] == getattr(model, f"best_{step_key}")
+    assert model.history[best]["epoch"] == model.best_epoch
     assert model.best_score == pytest.approx(scores[best])
     assert valid_means(model, small)["ndcg@10"] == pytest.approx(scores[best], abs=1e-9)
     assert scores[-1] < scores[best]
@@ -205,15 +210,16 @@ def test_lightgcn_early_stopping_returns_the_best_validation_epoch(small):
     model = LightGCN(config, num_threads=1).fit(small.train, data=small)
     assert len(model.history) < config.epochs
     assert [h["epoch"] for h in model.history] == list(range(1, len(model.history) + 1))
-    check_best_of_history(model, small, "epoch")
+    check_best_of_history(model, small)
 
 
 def test_bpr_early_stopping_returns_the_best_validation_iteration(small):
     model = BPR(BPRConfig(factors=32, learning_rate=0.1, regularization=0.0, iterations=300),
                 eval_every=5, patience=3).fit(small.train, data=small)
-    iterations = [h["iteration"] for h in model.history]
+    iterations = [h["iterations"] for h in model.history]
     assert iterations == list(range(5, 5 * len(iterations) + 1, 5)) and iterations[-1] < 300
-    check_best_of_history(model, small, "iteration")
+    check_best_of_history(model, small)
+    assert model.best_iteration == 5 * model.best_epoch
 
 
 def test_valid_matrix_alone_drives_early_stopping(small, monkeypatch):
@@ -238,7 +244,7 @@ def test_valid_matrix_alone_drives_early_stopping(small, monkeypatch):
 class Oracle(Recommender):
     """Scores one split's held-out items highest: perfect on that split, useless elsewhere."""
 
-    kind = "oracle-test-only"
+    name = "oracle-test-only"
 
     def __init__(self, truth: sp.csr_matrix):
         self.truth = truth
@@ -284,7 +290,7 @@ def test_grid_search_over_bpr_and_lightgcn_never_touches_test(small, evaluate_ca
     winner = table[int(np.argmax(scores))]
     assert len(table) == 2 and best_params == {name: winner[name] for name in grid}
     assert valid_means(best_model, small)["ndcg@10"] == pytest.approx(max(scores))
-    assert all("best_iteration" in row for row in table)
+    assert all("best_epoch" in row for row in table)
 
     _, lgcn, lgcn_table = grid_search(
         lambda p: LightGCN(LightGCNConfig(dim=16, batch_size=2048, epochs=3, **p), num_threads=1),
@@ -342,33 +348,38 @@ def test_lightgcn_resumed_from_an_epoch_state_ends_like_an_uninterrupted_run(sma
     config = LightGCNConfig(dim=16, layers=2, lr=5e-2, reg=1e-5, batch_size=1024, epochs=12, patience=3)
     states, records = {}, []
 
-    def keep(record, state):
+    def keep(record, trainer):
         records.append(record)
-        states[record["epoch"]] = state()
+        states[record["epoch"]] = trainer.state_dict()
 
-    whole = LightGCN(config, num_threads=1).fit(small.train, data=small, on_epoch=keep)
+    whole = Trainer(LightGCN(config, num_threads=1), small.train, small).fit(on_epoch=keep)
     assert [r["epoch"] for r in records] == [h["epoch"] for h in whole.history]  # one call per epoch
-    # Round-trip through torch.save, as a Ray Train checkpoint does.
-    buffer = io.BytesIO()
-    torch.save(states[2], buffer)
-    buffer.seek(0)
-    resumed = LightGCN(config, num_threads=1).fit(small.train, data=small,
-                                                  resume=torch.load(buffer, weights_only=False))
-    assert resumed.history == whole.history
+
+    def resumed_from(state):
+        trainer = Trainer(LightGCN(config, num_threads=1), small.train, small)
+        buffer = io.BytesIO()  # round-trip through torch.save, as a Ray Train checkpoint does
+        torch.save(state, buffer)
+        buffer.seek(0)
+        trainer.load_state_dict(torch.load(buffer, weights_only=False))
+        return trainer.fit()
+
+    resumed = resumed_from(states[2])
+    assert untimed(resumed.history) == untimed(whole.history)
     assert resumed.best_epoch == whole.best_epoch
     np.testing.assert_array_equal(resumed.item_final, whole.item_final)
     np.testing.assert_array_equal(resumed.user_final, whole.user_final)
     # A state from after early stopping resumes to the same answer without training further.
-    last = LightGCN(config, num_threads=1).fit(small.train, data=small, resume=states[max(states)])
+    last = resumed_from(states[max(states)])
     np.testing.assert_array_equal(last.item_final, whole.item_final)
 
 
 def test_lightgcn_refuses_a_state_from_another_graph(small):
     states = {}
-    LightGCN(LightGCNConfig(dim=8, epochs=1), num_threads=1).fit(
-        small.train, on_epoch=lambda record, state: states.setdefault("s", state()))
+    Trainer(LightGCN(LightGCNConfig(dim=8, epochs=1), num_threads=1), small.train).fit(
+        on_epoch=lambda record, trainer: states.setdefault("s", trainer.state_dict()))
+    trainer = Trainer(LightGCN(LightGCNConfig(dim=16, epochs=1), num_threads=1), small.train)
     with pytest.raises(DataError, match="resume state has embeddings of shape"):
-        LightGCN(LightGCNConfig(dim=16, epochs=1), num_threads=1).fit(small.train, resume=states["s"])
+        trainer.load_state_dict(states["s"])
 
 
 def test_fit_restores_torch_threads(small):

@@ -19,11 +19,11 @@ import re
 import shlex
 import socket
 import subprocess
-import tomllib
 from pathlib import Path
 
 import jsonschema
 import pytest
+import tomllib
 import yaml
 
 pytest.importorskip("ray.autoscaler._private.util")

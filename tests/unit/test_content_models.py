@@ -33,7 +33,7 @@ from armor.models.baselines import RandomRanker
 from armor.models.content import FeatureModel, FusionRecommender, ProjectedFeatureModel
 from tests.threads import one_thread  # noqa: F401 - autouse for this module
 
-EVAL = EvalConfig(bootstrap_samples=0)
+EVAL = EvalConfig(bootstrap=0)
 FUSION = FusionConfig(variant="full", dim=64, out_dim=32, heads=4, dropout=0.1)
 TRAIN = TrainConfig(batch_size=128, epochs=30, patience=6, lr=1e-3, seed=0)
 
@@ -114,7 +114,7 @@ def test_save_and_load_reproduce_embeddings_and_scores(world, trained, tmp_path)
     full, _ = trained
     full.save(tmp_path / "fused")
     meta = json.loads((tmp_path / "fused" / "model.json").read_text())
-    assert meta["kind"] == "fused" and meta["params"]["fusion_config"]["variant"] == "full"
+    assert meta["name"] == "fused" and meta["params"]["fusion_config"]["variant"] == "full"
     loaded = load_recommender(tmp_path / "fused")
     assert isinstance(loaded, FusionRecommender) and loaded.features is None
     assert np.array_equal(loaded.item_embeddings(), full.item_embeddings())
@@ -213,26 +213,23 @@ def test_validation_split_from_bare_matrices_has_no_test():
 
 
 def test_a_run_resumed_from_its_state_matches_an_uninterrupted_one(world):
-    from armor.models.content import EncoderTrainer
+    from armor.training.trainer import Trainer
 
     data, features, present = world
     config = dataclasses.replace(TRAIN, epochs=4, steps_per_epoch=5)
     straight = FusionRecommender(FUSION, config, features, present).fit(data.train, data=data)
 
-    first = FusionRecommender(FUSION, config, features, present)
-    trainer = EncoderTrainer(first, data.train, data=data)
+    trainer = Trainer(FusionRecommender(FUSION, config, features, present), data.train, data)
     trainer.run_epoch()
     trainer.run_epoch()
     saved = trainer.state_dict()
 
     # a fresh process would rebuild the model from its config and load the checkpoint
     resumed = FusionRecommender(FUSION, config, features, present)
-    trainer = EncoderTrainer(resumed, data.train, data=data)
+    trainer = Trainer(resumed, data.train, data)
     trainer.load_state_dict(saved)
     assert trainer.epoch == 2
-    while not trainer.done:
-        trainer.run_epoch()
-    trainer.finish()
+    trainer.fit()
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in straight.history], rel=1e-5)
     np.testing.assert_allclose(resumed.item_embeddings(), straight.item_embeddings(), atol=1e-5)

@@ -1,7 +1,8 @@
 """The Recommender contract, checked once for every model `armor train --model` can build.
 
-All models are built by ``pipelines.train.build_model`` (the path the CLI and Ray workers take)
-on one small planted-truth workspace and fitted once. The known answer: the world's tastes are
+Every model in the registry (``armor.models.registry.MODELS``, what `armor train --model` accepts)
+is built by ``build_model`` (the path the CLI, Ray workers and Tune trials take) on one small
+planted-truth workspace and fitted once through ``armor.training.trainer.fit``. The known answer: the world's tastes are
 planted in the ratings and, through ``planted_features``, in the features, so every model but
 the random ranker must rank validation items far above chance, and the random ranker must score
 what chance predicts (computed here from the split, not echoed from a run).
@@ -25,19 +26,23 @@ from armor.config import (
 from armor.data.benchmark import load_benchmark
 from armor.errors import ArmorError
 from armor.eval.protocol import evaluate
-from armor.models.base import EmbeddingRecommender, load_recommender
+from armor.models.base import EmbeddingRecommender, TrainableRecommender, load_recommender
 from armor.models.baselines import RandomRanker
 from armor.models.content import FeatureModel
-from pipelines.train import INSTANT, MODELS, TrainJob, build_model
+from armor.models.registry import MODELS, ModelSettings, build_model, names
+from armor.training.trainer import fit as fit_model
 from tests.threads import one_thread  # noqa: F401 - autouse for this module
 from tests.workspaces import make_workspace
 
-EVAL = EvalConfig(bootstrap_samples=0)
-TRAINED_CONTENT = ("fused", "fused-paper", "text-projected", "image-projected")
-RAW_CONTENT = ("text", "image")
-EMBEDDING = (*TRAINED_CONTENT, *RAW_CONTENT)
+EVAL = EvalConfig(bootstrap=0)
+# The registry's families: content models rank by item features, interaction models learn from
+# ratings alone, reference models (popularity, random) are the floor.
+EMBEDDING = names("content")
+TRAINED_CONTENT = tuple(n for n in EMBEDDING if MODELS[n].configs)
+RAW_CONTENT = tuple(n for n in EMBEDDING if not MODELS[n].configs)
+INTERACTION = names("interaction")
 # Models that learn who likes what, from ratings or from features; popularity only knows counts.
-PERSONALISED = (*EMBEDDING, "bpr", "lightgcn")
+PERSONALISED = (*EMBEDDING, *INTERACTION)
 # Measured on this fixture (random ranker NDCG@10 0.028, its expectation 0.026): personalised
 # models 0.18-0.28 (6.3x-10x), popularity 0.071 (2.5x; the world's popularity exponent is 0.3).
 PERSONALISED_MARGIN = 4.0
@@ -54,31 +59,25 @@ def bench(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def job():
-    # build_model reads the loaded benchmark, never the workspace path.
-    return TrainJob(workspace="unused", split="random", model="random",
-                    fusion=FusionConfig(dim=32, out_dim=16, heads=2),
-                    train=TrainConfig(batch_size=64, epochs=6, steps_per_epoch=8, patience=3),
-                    bpr=BPRConfig(factors=16, iterations=60),
-                    lightgcn=LightGCNConfig(dim=16, layers=2, epochs=30, batch_size=1024, patience=3))
+def settings():
+    return ModelSettings.of(fusion=FusionConfig(dim=32, out_dim=16, heads=2),
+                            train=TrainConfig(batch_size=64, epochs=6, steps_per_epoch=8, patience=3),
+                            bpr=BPRConfig(factors=16, iterations=60),
+                            lightgcn=LightGCNConfig(dim=16, layers=2, epochs=30, batch_size=1024, patience=3))
 
 
-def fit(name, job, bench):
-    """Fit as ``pipelines.train.train --local`` does: instant models see the bare valid matrix,
-    the others the whole split (validation early stopping; test is never read)."""
-    model = build_model(dataclasses.replace(job, model=name), bench)
-    if name in INSTANT:
-        return model.fit(bench.data.train, bench.data.valid)
-    return model.fit(bench.data.train, data=bench.data)
+def build(name, settings, bench):
+    return build_model(name, settings, bench.features, bench.present)
 
 
 @pytest.fixture(scope="module")
-def fitted(job, bench):
+def fitted(settings, bench):
+    """Fit as ``pipelines.train.train --local`` does (validation early stopping; test never read)."""
     cache = {}
 
     def get(name):
         if name not in cache:
-            cache[name] = fit(name, job, bench)
+            cache[name] = fit_model(build(name, settings, bench), bench.data.train, data=bench.data)
         return cache[name]
 
     return get
@@ -109,9 +108,11 @@ def chance(bench):
     return candidates[users].astype(np.float64), relevant[users].astype(np.float64)
 
 
-def test_every_model_is_covered_by_the_contract():
-    # A new model name in MODELS must be sorted into a family here before it can ship.
-    assert set(MODELS) == {*EMBEDDING, "popularity", "random", "bpr", "lightgcn"}
+def test_every_registered_model_has_a_known_family_and_builds_under_its_name(settings, bench):
+    # A new model ships with its family, so the contract below knows what to expect of it.
+    assert set(MODELS) == {*EMBEDDING, *INTERACTION, *names("reference")}
+    for name in MODELS:
+        assert build(name, settings, bench).name == name
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ def test_content_model_loaded_from_disk_refuses_to_fit(name, fitted, bench, tmp_
     fitted(name).save(tmp_path / name)
     loaded = load_recommender(tmp_path / name)
     with pytest.raises(ArmorError, match="without features"):
-        loaded.fit(bench.data.train, data=bench.data)
+        fit_model(loaded, bench.data.train, data=bench.data)
 
 
 @pytest.mark.parametrize("name", RAW_CONTENT)
@@ -282,16 +283,16 @@ def test_raw_feature_model_needs_features_or_saved_embeddings(name, fitted, benc
     np.testing.assert_array_equal(loaded.item_embeddings(), fitted(name).item_embeddings())
 
 
-@pytest.mark.parametrize("name", [*EMBEDDING, "bpr", "lightgcn"])
-def test_fit_on_a_train_matrix_of_another_catalogue_names_the_mismatch(name, job, bench):
+@pytest.mark.parametrize("name", [*EMBEDDING, *INTERACTION])
+def test_fit_on_a_train_matrix_of_another_catalogue_names_the_mismatch(name, settings, bench):
     # Popularity and random have no catalogue of their own to compare with: they are left out.
     n_items = bench.data.n_items
     narrow = sp.csr_matrix(bench.data.train[:, : n_items - 7])
-    model = build_model(dataclasses.replace(job, model=name), bench)
+    model = build(name, settings, bench)
     with pytest.raises(ArmorError) as caught:
-        if name in ("bpr", "lightgcn"):
-            model.fit(narrow, data=bench.data)
+        if isinstance(model, TrainableRecommender) and name in INTERACTION:
+            fit_model(model, narrow, data=bench.data)
         else:
-            model.fit(narrow)
+            fit_model(model, narrow)
     message = str(caught.value)
     assert str(n_items - 7) in message and str(n_items) in message, message

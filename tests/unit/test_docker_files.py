@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import tomllib
 from pathlib import Path, PurePosixPath
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"

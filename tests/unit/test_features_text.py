@@ -74,7 +74,9 @@ def test_embeddings_are_384_d_float32(encoder):
 
 def test_similar_plots_are_closer_than_unrelated_ones(encoder):
     a, b, c = encoder([SPACE_1, SPACE_2, ROMANCE])
-    cos = lambda u, v: float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
+    def cos(u, v):
+        return float(u @ v / np.linalg.norm(u) / np.linalg.norm(v))
+
     assert cos(a, b) > cos(a, c) + 0.1
     assert cos(a, b) > cos(b, c) + 0.1
 

@@ -12,7 +12,7 @@ from armor.models.baselines import Popularity, RandomRanker
 
 
 class FixedScores(Recommender):
-    kind = "fixed-scores-test"
+    name = "fixed-scores-test"
 
     def __init__(self, scores):
         self.scores = np.asarray(scores, dtype=np.float32)
@@ -37,23 +37,23 @@ def test_training_and_validation_items_are_excluded_on_test():
     # user 0 scores its train items (0, 1) and valid item (2) highest: all must be skipped,
     # leaving the test item 3 at rank 1.
     scores = [[9, 8, 7, 6, 5, 4], [9, 1, 2, 3, 0.5, 8]]
-    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(1, 2), bootstrap_samples=0))
+    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(1, 2), bootstrap=0))
     # user 1: train {5} and valid {0} excluded -> ranking 3, 2, 1, 4 ; test {1, 4}
     assert result.per_user["recall@1"].tolist() == [1.0, 0.0]
     assert result.per_user["hr@2"].tolist() == [1.0, 0.0]
-    full = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(4,), bootstrap_samples=0))
+    full = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(4,), bootstrap=0))
     assert full.per_user["recall@4"].tolist() == [1.0, 1.0]
     # on valid, only training items are excluded: user 0's valid item 2 is at rank 1
-    on_valid = evaluate(FixedScores(scores), data, "valid", EvalConfig(ks=(1,), bootstrap_samples=0))
+    on_valid = evaluate(FixedScores(scores), data, "valid", EvalConfig(ks=(1,), bootstrap=0))
     assert on_valid.per_user["recall@1"].tolist() == [1.0, 1.0]  # user 1's valid item 0 scores 9
 
 
 def test_coverage_counts_distinct_recommended_items():
     data = tiny_split()
     scores = [[9, 8, 7, 6, 5, 4], [9, 1, 2, 3, 0.5, 8]]
-    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(1,), bootstrap_samples=0))
+    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(1,), bootstrap=0))
     assert result.coverage["coverage@1"] == pytest.approx(1 / 6)  # both users get item 3 first
-    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(3,), bootstrap_samples=0))
+    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(3,), bootstrap=0))
     assert result.coverage["coverage@3"] == pytest.approx(5 / 6)  # {3, 4, 5} and {3, 2, 1}
 
 
@@ -66,8 +66,8 @@ def test_batching_does_not_change_results():
     test = sp.csr_matrix(((dense >= 0.25) & (dense < 0.3)).astype(np.float32))
     data = SplitData(np.arange(n_users), np.arange(n_items), train, valid, test)
     model = FixedScores(rng.random((n_users, n_items)))
-    a = evaluate(model, data, "test", EvalConfig(batch_size=5, bootstrap_samples=0))
-    b = evaluate(model, data, "test", EvalConfig(batch_size=1000, bootstrap_samples=0))
+    a = evaluate(model, data, "test", EvalConfig(batch_size=5, bootstrap=0))
+    b = evaluate(model, data, "test", EvalConfig(batch_size=1000, bootstrap=0))
     for key in a.per_user:
         np.testing.assert_allclose(a.per_user[key], b.per_user[key])
     assert a.coverage == b.coverage
@@ -76,6 +76,7 @@ def test_batching_does_not_change_results():
 def synthetic_split(method):
     rng = np.random.default_rng(1)
     import pyarrow as pa
+
     from armor.data.schema import INTERACTIONS_SCHEMA
 
     n_users, n_movies = 600, 120
@@ -103,7 +104,7 @@ def test_random_baseline_matches_its_analytic_expectation(method):
         p = k / candidates
         seeds = range(30)
         observed = np.mean([evaluate(RandomRanker(seed=s).fit(data.train), data, "test",
-                                     EvalConfig(ks=(k,), bootstrap_samples=0)).per_user[f"recall@{k}"].mean()
+                                     EvalConfig(ks=(k,), bootstrap=0)).per_user[f"recall@{k}"].mean()
                             for s in seeds])
         sd = np.sqrt((p * (1 - p) / n_test).sum()) / p.size / np.sqrt(len(seeds))
         assert abs(observed - p.mean()) < 4 * sd
@@ -141,7 +142,7 @@ def test_relevant_items_restricts_hits_but_not_the_ranking():
     data = tiny_split()
     scores = [[9, 8, 7, 6, 5, 4], [9, 1, 2, 3, 0.5, 8]]
     # user 1's test items are 1 and 4; counting only item 4 as relevant, its rank is 4
-    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(3, 4), bootstrap_samples=0),
+    result = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(3, 4), bootstrap=0),
                       relevant_items=np.array([4]))
     assert result.users.tolist() == [1]  # user 0 has no relevant test item left
     assert result.per_user["recall@3"].tolist() == [0.0]

@@ -17,6 +17,7 @@ from armor.config import TrainConfig
 from armor.errors import DataError
 from armor.training.loop import TrainingError, train_epoch
 from armor.training.losses import info_nce, make_pair_step, pair_loss, triplet_margin_loss
+from armor.training.trainer import Streams
 from armor.training.triplets import LikedItems, PairSampler, gather, gather_with_grad, mine_negatives
 
 
@@ -32,12 +33,17 @@ def random_train(n_users: int = 40, n_items: int = 30, density: float = 0.2, see
 # ---- sampling ------------------------------------------------------------------------------
 
 
+def epoch_rng(seed, epoch):
+    """The generator the trainer hands an epoch (``Streams.epoch_rng``)."""
+    return Streams(seed).epoch_rng(epoch)
+
+
 def test_sampler_is_deterministic_per_seed_and_epoch():
     train = random_train()
-    a = list(PairSampler(train, 16, seed=3).epoch(0, steps=4))
-    b = list(PairSampler(train, 16, seed=3).epoch(0, steps=4))
-    c = list(PairSampler(train, 16, seed=3).epoch(1, steps=4))
-    d = list(PairSampler(train, 16, seed=4).epoch(0, steps=4))
+    a = list(PairSampler(train, 16).batches(epoch_rng(3, 0), 4))
+    b = list(PairSampler(train, 16).batches(epoch_rng(3, 0), 4))
+    c = list(PairSampler(train, 16).batches(epoch_rng(3, 1), 4))
+    d = list(PairSampler(train, 16).batches(epoch_rng(4, 0), 4))
     for x, y in zip(a, b):
         assert all(torch.equal(x[k], y[k]) for k in ("anchor", "positive", "user"))
     assert not torch.equal(torch.cat([x["anchor"] for x in a]), torch.cat([x["anchor"] for x in c]))
@@ -47,9 +53,9 @@ def test_sampler_is_deterministic_per_seed_and_epoch():
 
 def test_ranks_take_disjoint_slices_of_one_global_stream():
     train = random_train()
-    single = list(PairSampler(train, 32, seed=1).epoch(5, steps=3))
-    rank0 = list(PairSampler(train, 16, seed=1, rank=0, world_size=2).epoch(5, steps=3))
-    rank1 = list(PairSampler(train, 16, seed=1, rank=1, world_size=2).epoch(5, steps=3))
+    single = list(PairSampler(train, 32).batches(epoch_rng(1, 5), 3))
+    rank0 = list(PairSampler(train, 16, rank=0, world_size=2).batches(epoch_rng(1, 5), 3))
+    rank1 = list(PairSampler(train, 16, rank=1, world_size=2).batches(epoch_rng(1, 5), 3))
     for s, r0, r1 in zip(single, rank0, rank1):
         for key in ("anchor", "positive", "user"):
             assert torch.equal(torch.cat([r0[key], r1[key]]), s[key])
@@ -59,9 +65,10 @@ def test_ranks_take_disjoint_slices_of_one_global_stream():
 def test_every_pair_is_two_distinct_items_co_liked_in_training():
     train = random_train()
     dense = train.toarray()
-    sampler = PairSampler(train, 64, seed=0)
+    sampler = PairSampler(train, 64)
+    seed = 0
     users = []
-    for batch in sampler.epoch(0, steps=20):
+    for batch in sampler.batches(epoch_rng(seed, 0), 20):
         u, a, p = batch["user"].numpy(), batch["anchor"].numpy(), batch["positive"].numpy()
         assert (dense[u, a] == 1).all() and (dense[u, p] == 1).all()
         assert (a != p).all()
@@ -111,12 +118,13 @@ def test_pair_loss_never_mines_an_item_the_user_liked_or_the_anchor():
     train = random_train(n_users=60, n_items=50, density=0.3, seed=4)
     liked = LikedItems(train)
     dense = train.toarray()
-    sampler = PairSampler(train, 24, seed=0)
+    sampler = PairSampler(train, 24)
+    seed = 0
     g = torch.Generator().manual_seed(0)
     table = torch.randn(50, 8, generator=g)
     for mining in ("random", "semi-hard", "batch-hard"):
         config = TrainConfig(mining=mining)
-        for batch in sampler.epoch(0, steps=5):
+        for batch in sampler.batches(epoch_rng(seed, 0), 5):
             out = pair_loss(table[batch["anchor"]], table[batch["positive"]], batch["user"], batch["anchor"],
                             batch["positive"], liked, config, torch.Generator().manual_seed(1))
             users = torch.cat([batch["user"], batch["user"]])
@@ -217,10 +225,11 @@ def test_train_epoch_reduces_the_loss_and_reports_throughput():
     table = torch.nn.Embedding(40, 8)
     optimizer = torch.optim.Adam(table.parameters(), lr=0.05)
     step = make_pair_step(table, LikedItems(train), TrainConfig(mining="semi-hard"))
-    sampler = PairSampler(train, 32, seed=0)
-    first = train_epoch(step, sampler.epoch(0, 10), optimizer)
+    sampler = PairSampler(train, 32)
+    seed = 0
+    first = train_epoch(step, sampler.batches(epoch_rng(seed, 0), 10), optimizer)
     for e in range(1, 8):
-        last = train_epoch(step, sampler.epoch(e, 10), optimizer)
+        last = train_epoch(step, sampler.batches(epoch_rng(seed, e), 10), optimizer)
     assert first["steps"] == 10 and first["seconds"] > 0 and first["pairs_per_s"] > 0
     assert last["loss"] < first["loss"]
 

@@ -1,4 +1,4 @@
-"""Model selection on validation only: early-stopping scores and a small exhaustive grid search.
+"""Model selection on validation only: the early-stopping score and a small exhaustive grid search.
 
 Everything that picks a hyperparameter, an epoch or a model goes through ``selection_score``,
 which can only evaluate the validation split. Test is for reporting, once, after selection.
@@ -7,7 +7,6 @@ which can only evaluate the validation split. Test is for reporting, once, after
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import itertools
 import logging
 import time
@@ -34,8 +33,8 @@ def validation_data(train: sp.csr_matrix, valid: sp.csr_matrix) -> SplitData:
     Its test matrix is empty, so nothing built on it can peek at a test split.
     """
     if train.shape != valid.shape:
-        raise DataError(f"train {train.shape} and valid {valid.shape} must have the same "
-                        "(users x items) shape")
+        raise DataError(f"valid matrix has shape {valid.shape} but train has {train.shape}; both must be "
+                        "(users x items) over the same catalogue")
     n_users, n_items = train.shape
     empty = sp.csr_matrix((n_users, n_items), dtype=np.float32)
     return SplitData(user_ids=np.arange(n_users), item_ids=np.arange(n_items),
@@ -49,13 +48,13 @@ def selection_score(model: Recommender, data: SplitData, eval_config: EvalConfig
     from armor.eval import protocol
 
     k = int(metric.split("@")[1])
-    config = dataclasses.replace(eval_config or EvalConfig(), ks=(k,), bootstrap_samples=0)
+    config = dataclasses.replace(eval_config or EvalConfig(), ks=(k,), bootstrap=0)
     split = SELECT_SPLIT
     assert split != "test", "model selection must never evaluate on test"
     return protocol.evaluate(model, data, split, config).means[metric]
 
 
-def _grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     if not grid:
         raise ConfigError("grid: must name at least one hyperparameter")
     for name, values in grid.items():
@@ -65,46 +64,31 @@ def _grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*(grid[n] for n in names))]
 
 
-def _fit(model: Recommender, data: SplitData, eval_config: EvalConfig) -> None:
-    # Models that early-stop take the whole split (they evaluate on its validation part only);
-    # the plain contract fit(train, valid) serves every other model.
-    accepted = inspect.signature(model.fit).parameters
-    if "data" in accepted:
-        kwargs = {"data": data}
-        if "eval_config" in accepted:
-            kwargs["eval_config"] = eval_config
-        model.fit(data.train, data.valid, **kwargs)
-    else:
-        model.fit(data.train, data.valid)
-
-
 def grid_search(build: Callable[[dict[str, Any]], Recommender], grid: Mapping[str, Sequence[Any]],
                 data: SplitData, eval_config: EvalConfig | None = None,
                 metric: str = SELECT_METRIC) -> tuple[dict[str, Any], Recommender, list[dict[str, Any]]]:
     """Fit ``build(params)`` for every point of ``grid`` and keep the best by validation ``metric``.
 
     Returns ``(best_params, best_model, table)``; ``table`` has one row per point, in grid order,
-    with the params, the validation score, the fit time and, where the model records it, the
-    early-stopped iteration or epoch. Ties go to the earlier grid point. Test is never evaluated.
+    with the params, the validation score, the fit time and, for trained models, the early-stopped
+    epoch. Ties go to the earlier grid point. Test is never evaluated.
     """
+    from armor.training.trainer import fit
+
     eval_config = eval_config or EvalConfig()
     best: tuple[float, dict[str, Any], Recommender] | None = None
     table: list[dict[str, Any]] = []
-    for params in _grid_points(grid):
+    for params in grid_points(grid):
         started = time.perf_counter()
-        model = build(dict(params))
-        _fit(model, data, eval_config)
+        model = fit(build(dict(params)), data.train, data=data, eval_config=eval_config)
         fit_s = time.perf_counter() - started
         score = selection_score(model, data, eval_config, metric)
         row: dict[str, Any] = {**params, f"valid_{metric}": score, "fit_s": round(fit_s, 3)}
-        for attribute in ("best_iteration", "best_epoch"):
-            if getattr(model, attribute, None) is not None:
-                row[attribute] = getattr(model, attribute)
+        if getattr(model, "best_epoch", None) is not None:
+            row["best_epoch"] = model.best_epoch
         table.append(row)
         log.info("grid %s: valid %s %.4f (%.1fs)", params, metric, score, fit_s)
-        if not np.isfinite(score):
-            continue
-        if best is None or score > best[0]:
+        if np.isfinite(score) and (best is None or score > best[0]):
             best = (score, dict(params), model)
     if best is None:
         raise DataError(f"grid search: no configuration gave a finite validation {metric}; "
