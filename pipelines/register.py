@@ -33,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def register(workspace: Path, model: str, name: str = DEFAULT_NAME, tracking: str | None = None,
              promote: bool = True) -> tuple[str, bool, str]:
     """(version, whether it is champion now, tracking URI)."""
-    from armor.tracking.mlflow import promote as promote_version
-    from armor.tracking.mlflow import register_embeddings, tracking_uri
+    from armor.tracking.registry import promote as promote_version
+    from armor.tracking.registry import register_embeddings
+    from armor.tracking.runs import tracking_uri
     from armor.workspace import Workspace
 
     ws = Workspace(workspace)
@@ -70,7 +71,8 @@ def recommend(args: argparse.Namespace):  # noqa: ANN201 - pandas DataFrame
     import pandas as pd
 
     from armor.errors import ConfigError
-    from armor.tracking.mlflow import load_recommender, tracking_uri
+    from armor.tracking.runs import tracking_uri
+    from armor.tracking.serving import load_registered_model
 
     if args.tracking_uri is None and args.workspace is None:
         import os
@@ -78,7 +80,7 @@ def recommend(args: argparse.Namespace):  # noqa: ANN201 - pandas DataFrame
         if not os.environ.get("MLFLOW_TRACKING_URI"):
             raise ConfigError("--tracking-uri or --workspace (or MLFLOW_TRACKING_URI) is needed to find the registry")
     uri = tracking_uri(args.workspace or ".", args.tracking_uri)
-    model = load_recommender(args.model, uri)
+    model = load_registered_model(args.model, uri)
     request = pd.DataFrame({"history": [args.history]}) if args.history is not None else \
         pd.DataFrame({"movie_id": [args.similar_to]})
     return model.predict(request, params={"k": args.k}).drop(columns=["query"])

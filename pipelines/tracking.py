@@ -30,7 +30,7 @@ def stage_run(stage: str, workspace: str | Path, config: Any = None, *, uri: str
     if not enabled:
         yield None
         return
-    from armor.tracking.mlflow import start_run, tracking_uri
+    from armor.tracking.runs import start_run, tracking_uri
 
     resolved = tracking_uri(workspace, uri)
     with start_run(experiment, resolved, config, run_name=name or stage, parent_run_id=parent_run_id,
@@ -63,7 +63,7 @@ class TrialTracker:
         self.__init__(**state)
 
     def start_trial(self, trial_name: str, job: Any, sample: dict[str, Any]) -> None:
-        from armor.tracking.mlflow import start_run
+        from armor.tracking.runs import start_run
 
         self._stack = contextlib.ExitStack()
         self._run = self._stack.enter_context(start_run(
@@ -84,7 +84,7 @@ class TrialTracker:
         """
         from mlflow import MlflowClient
 
-        from armor.tracking.mlflow import child_runs, with_retries
+        from armor.tracking.runs import child_runs, with_retries
 
         client = MlflowClient(tracking_uri=self.uri)
         still_running = [r for r in child_runs(self.parent_run_id, self.uri) if r.info.status == "RUNNING"]

@@ -126,7 +126,7 @@ def _epoch_logger(uri: str, run_id: str):  # noqa: ANN202 - a ray.train UserCall
         def after_report(self, run_context, metrics, checkpoint) -> None:  # noqa: ANN001
             from mlflow import MlflowClient
 
-            from armor.tracking.mlflow import TrackedRun
+            from armor.tracking.runs import TrackedRun
 
             record = metrics[0]
             run = TrackedRun(run_id=run_id, experiment_id="", uri=uri, client=MlflowClient(tracking_uri=uri))
