@@ -9,10 +9,11 @@ Four on-disk formats are recognised from a directory's contents:
 * ``ml-latest``: ``ratings.csv`` / ``movies.csv`` (+ ``links.csv``), the format of ml-latest,
   ml-latest-small, ml-20m, ml-25m and ml-32m.
 
-Ratings files are parsed by pyarrow with typed columns so ML-32M loads in seconds. Only when that
-fast path fails, or a vectorised check finds a bad row, is the file looked at again to report the
-1-based line number (header lines count; pyarrow skips empty lines, and the line numbers account
-for them).
+Each file is parsed once, by pyarrow's streaming CSV reader, so ML-32M loads in seconds. That one
+parse reports where it failed: the row it rejects (a wrong number of columns), or, since numeric
+columns are read as text and converted batch by batch, the first value that is not a number. Errors
+give the 1-based line number (header lines count; pyarrow skips empty lines, and the line numbers
+account for them).
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def _find_data_dir(root: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# Delimited text files: fast typed parse, exact line numbers on failure
+# Delimited text files: one serial parse that knows where it failed
 
 
 @dataclasses.dataclass
@@ -217,7 +218,8 @@ class _TextFile:
 
 def _nonempty_lines(path: Path) -> np.ndarray | None:
     """Physical line numbers of the non-empty lines, or None when no line is empty (then row = line)."""
-    # Error path only, but ML-32M is 800 MB: memory-map it and skip the count when no line is empty.
+    # pyarrow skips empty lines, so its row numbers count only the others. Error path only, but
+    # ML-32M is 800 MB: memory-map it and skip the count when no line is empty.
     with open(path, "rb") as fh:
         if os.fstat(fh.fileno()).st_size == 0:
             return np.zeros(0, dtype=np.int64)
@@ -236,67 +238,115 @@ def _nonempty_lines(path: Path) -> np.ndarray | None:
                 del raw  # the mmap cannot close while a numpy view holds it
 
 
+def _is_number(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind)
+
+
 def _read(f: _TextFile, names: Sequence[str], types: Mapping[str, pa.DataType],
           nullable: Sequence[str] = ()) -> pa.Table:
-    """Parse ``f`` into the columns of ``types`` (a subset of ``names``), or raise a DataError with a line."""
+    """Parse ``f`` into the columns of ``types`` (a subset of ``names``), or raise a DataError with a line.
+
+    One serial, streaming parse. Serial, because only then does pyarrow number the row it rejects;
+    streaming, because batches come in file order, so the first batch that fails holds the first
+    bad row. Numeric columns are parsed as text and converted batch by batch, so a value that does
+    not convert is found in the text already parsed, with no second pass over the file.
+    """
     invalid: list[pacsv.InvalidRow] = []
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
         invalid.append(row)
         return "error"
 
-    include = list(types)
+    text_types = {c: pa.string() if _is_number(t) else t for c, t in types.items()}
+    schema = pa.schema(list(types.items()))
+    batches: list[pa.RecordBatch] = []
+    rows = 0
     try:
-        table = pacsv.read_csv(
+        reader = pacsv.open_csv(
             f.source(),
             read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=f.header_lines,
-                                           encoding=f.encoding, block_size=8 << 20),
+                                           encoding=f.encoding, block_size=8 << 20, use_threads=False),
             parse_options=pacsv.ParseOptions(delimiter=f.delimiter, quote_char='"' if f.quoted else False,
                                              invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(column_types=dict(types), include_columns=include,
-                                                 null_values=[""], strings_can_be_null=False,
+            # An unquoted empty value is null (then "empty <column>" unless nullable); a quoted one
+            # stays "", which is not a number, as in pyarrow's own typed conversion.
+            convert_options=pacsv.ConvertOptions(column_types=text_types, include_columns=list(types),
+                                                 null_values=[""], strings_can_be_null=True,
                                                  quoted_strings_can_be_null=False))
+        for batch in reader:
+            batches.append(_convert(f, batch, schema, first_row=rows))
+            rows += batch.num_rows
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):  # no rows at all: the caller decides whether that is an error
-            return pa.table({c: pa.array([], t) for c, t in types.items()})
-        if invalid or "Expected" in str(exc) and "columns" in str(exc):
-            raise _column_count_error(f, names, invalid) from exc
-        bad = _first_bad_value(f, names, types)
-        if bad is not None:
-            row, column, value, kind = bad
-            raise f.error(f"{column} {value!r} is not {kind}", row) from exc
+            return schema.empty_table()
+        if invalid:
+            raise _column_count_error(f, invalid[0]) from exc
         if "UTF8" in str(exc) and f.encoding == "utf8":
             raise _utf8_error(f.path) from exc
         raise DataError(f"cannot parse: {exc}", f.path) from exc
-
-    for column in include:
+    table = pa.Table.from_batches(batches, schema=schema)
+    for column in types:
         if column not in nullable and table[column].null_count:
             row = pc.index(pc.is_null(table[column]), True).as_py()
             raise f.error(f"empty {column}", row)
     return table
 
 
-def _column_count_error(f: _TextFile, names: Sequence[str], invalid: list) -> DataError:
-    # The threaded parse does not know row numbers; a serial parse does, and stops at the first bad row.
-    serial: list[pacsv.InvalidRow] = []
+def _convert(f: _TextFile, batch: pa.RecordBatch, schema: pa.Schema, first_row: int) -> pa.RecordBatch:
+    """``batch`` with its numeric text columns converted to ``schema``; rows count from ``first_row``."""
+    columns = []
+    for field in schema:
+        values = batch[field.name]
+        if not _is_number(field.type):
+            values = pc.fill_null(values, "")  # text may be empty, never missing
+        elif (values := _to_number(values, field.type)) is None:
+            row, column, value, kind = _first_bad_number(batch, schema)
+            raise f.error(f"{column} {value!r} is not {kind}", first_row + row)
+        columns.append(values)
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
-    def on_invalid(row: pacsv.InvalidRow) -> str:
-        serial.append(row)
-        return "error"
 
+def _to_number(values: pa.Array, kind: pa.DataType) -> pa.Array | None:
+    """Text ``values`` as ``kind``, or None when one does not convert. Spaces and tabs around a
+    number are allowed, as in pyarrow's own typed CSV conversion."""
     try:
-        pacsv.read_csv(
-            f.source(),
-            read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=f.header_lines,
-                                           encoding=f.encoding, use_threads=False),
-            parse_options=pacsv.ParseOptions(delimiter=f.delimiter, quote_char='"' if f.quoted else False,
-                                             invalid_row_handler=on_invalid),
-            convert_options=pacsv.ConvertOptions(column_types={names[0]: pa.string()}, include_columns=[names[0]]))
-    except (pa.ArrowInvalid, UnicodeDecodeError):
-        pass
-    row = serial[0] if serial else (invalid[0] if invalid else None)
-    if row is None:
-        return DataError(f"wrong number of columns; expected {len(names)} separated by {f.label}", f.path)
+        return pc.cast(values, kind)
+    except pa.ArrowInvalid:
+        pass  # a padded value or a bad one: trimming first tells which
+    try:
+        return pc.cast(pc.utf8_trim(values, " \t"), kind)
+    except pa.ArrowInvalid:
+        return None
+
+
+def _first_bad_number(batch: pa.RecordBatch, schema: pa.Schema) -> tuple[int, str, str, str]:
+    """(row in ``batch``, column, value, what it should be) of the earliest value that is not a number."""
+    best: tuple[int, str, str, str] | None = None
+    for field in schema:
+        if not _is_number(field.type):
+            continue
+        values = batch[field.name]
+        trimmed = pc.utf8_trim(values, " \t")  # nulls stay null: the empty-value check reports them
+        if pa.types.is_integer(field.type):
+            info = np.iinfo(field.type.to_pandas_dtype())
+            syntax = pc.fill_null(pc.match_substring_regex(trimmed, _INT_RE), True)
+            as_int = pc.cast(pc.if_else(syntax, trimmed, "0"), pa.int64())
+            fits = pc.fill_null(pc.and_(pc.greater_equal(as_int, int(info.min)),
+                                        pc.less_equal(as_int, int(info.max))), True)
+            checks = [(syntax, "an integer"),
+                      (pc.or_(pc.invert(syntax), fits), f"an integer in [{info.min}, {info.max}]")]
+        else:
+            checks = [(pc.fill_null(pc.match_substring_regex(trimmed, _FLOAT_RE), True), "a number")]
+        for ok, description in checks:
+            row = pc.index(ok, False).as_py()
+            if row >= 0 and (best is None or row < best[0]):
+                best = (row, field.name, values[row].as_py(), description)
+    if best is None:  # the cast and the checks above disagree: a bug here, not in the file
+        raise AssertionError(f"no bad value found in a batch that failed to convert: {schema}")
+    return best
+
+
+def _column_count_error(f: _TextFile, row: pacsv.InvalidRow) -> DataError:
     line = f.line_of_ordinal(row.number) if row.number is not None else None
     text = row.text.replace(_ONE_BYTE_SEP, "::") if f.data is not None else row.text
     if len(text) > 120:
@@ -314,56 +364,6 @@ def _utf8_error(path: Path) -> DataError:
         return DataError(f"not valid UTF-8 (byte {data[exc.start]:#04x}); MovieLens CSV releases are UTF-8, "
                          "re-save the file as UTF-8", path, line)
     return DataError("invalid UTF-8 text", path)
-
-
-def _first_bad_value(f: _TextFile, names: Sequence[str],
-                     types: Mapping[str, pa.DataType]) -> tuple[int, str, str, str] | None:
-    """Re-read the numeric columns as text and find the first value the typed parse rejects."""
-    numeric = [c for c, t in types.items() if pa.types.is_integer(t) or pa.types.is_floating(t)]
-    if not numeric:
-        return None
-    try:
-        text = pacsv.read_csv(
-            f.source(),
-            read_options=pacsv.ReadOptions(column_names=list(names), skip_rows=f.header_lines, encoding=f.encoding,
-                                           block_size=8 << 20),
-            parse_options=pacsv.ParseOptions(delimiter=f.delimiter, quote_char='"' if f.quoted else False),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in numeric},
-                                                 include_columns=numeric, strings_can_be_null=False))
-    except pa.ArrowInvalid:
-        return None
-    best: tuple[int, str, str, str] | None = None
-    for column in numeric:
-        values = text[column]
-        kind = types[column]
-        # A cheap test clears almost every value; only the few suspects get the exact (slow) checks.
-        if pa.types.is_integer(kind):
-            info = np.iinfo(kind.to_pandas_dtype())
-            plain = pc.and_(pc.ascii_is_decimal(values), pc.less(pc.binary_length(values), len(str(info.max))))
-        else:
-            plain = pc.ascii_is_decimal(pc.replace_substring(values, ".", "", max_replacements=1))
-        suspects = pc.indices_nonzero(pc.invert(plain))
-        if len(suspects) == 0:
-            continue
-        if best is not None:
-            suspects = suspects.filter(pc.less(suspects, best[0]))
-        trimmed = pc.utf8_trim(pc.take(values, suspects), " \t")
-        empty = pc.equal(trimmed, "")  # empty values are reported by the null check instead
-        if pa.types.is_integer(kind):
-            syntax = pc.or_(pc.match_substring_regex(trimmed, _INT_RE), empty)
-            as_int = pc.cast(pc.if_else(pc.and_(syntax, pc.invert(empty)), trimmed, "0"), pa.int64())
-            fits = pc.and_(pc.greater_equal(as_int, int(info.min)), pc.less_equal(as_int, int(info.max)))
-            checks = [(syntax, "an integer"),
-                      (pc.or_(pc.invert(syntax), fits), f"an integer in [{info.min}, {info.max}]")]
-        else:
-            checks = [(pc.or_(pc.match_substring_regex(trimmed, _FLOAT_RE), empty), "a number")]
-        for ok, description in checks:
-            at = pc.index(ok, False).as_py()
-            if at >= 0:
-                row = suspects[at].as_py()
-                if best is None or row < best[0]:
-                    best = (row, column, values[row].as_py(), description)
-    return best
 
 
 def _read_header(path: Path, expected: Sequence[str] | None, sep: str, encoding: str = "utf8") -> list[str]:
