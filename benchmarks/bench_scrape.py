@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from armor.config import ScrapeConfig
 from armor.data.synthetic import SyntheticConfig, SyntheticWorld
-from armor.tmdb.fixture import Faults, FixtureServer, load_catalogue
+from armor.tmdb.fixture import Faults, FixtureServer
+from armor.tmdb.standin import load_catalogue
 
 
 def main() -> None:
@@ -54,8 +55,9 @@ def main() -> None:
     sustained = (hi - lo) / (times[hi] - times[lo])
     whole = (n - 1) / (times[-1] - times[0])
     window = np.searchsorted(times, times + 1.0) - np.arange(n)
-    print(f"{n} requests for {args.movies} movies ({summary['stored_by_status']}), latency {args.latency * 1000:.0f} ms, "
-          f"{args.actors} actors, limit {args.rate:g} req/s; job wall time {wall:.1f} s including Ray start-up")
+    print(f"{n} requests for {args.movies} movies ({summary['stored_by_status']}), "
+          f"latency {args.latency * 1000:.0f} ms, {args.actors} actors, limit {args.rate:g} req/s; "
+          f"job wall time {wall:.1f} s including Ray start-up")
     print(f"busiest 1 s window: {window.max()} requests (limit {args.rate:g} + burst)")
     print(f"whole run (first to last request): {whole:.2f} req/s = {whole / args.rate:.3f} of the limit")
     print(f"sustained (middle 80 % of requests): {sustained:.2f} req/s = {sustained / args.rate:.3f} of the limit "

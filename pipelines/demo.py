@@ -157,7 +157,8 @@ def scrape_through_local_server(ws, rate: float) -> str:  # noqa: ANN001 - a Wor
     import os
 
     from armor.config import ScrapeConfig
-    from armor.tmdb.fixture import Faults, FixtureServer, load_catalogue
+    from armor.tmdb.fixture import Faults, FixtureServer
+    from armor.tmdb.standin import load_catalogue
     from pipelines.scrape import format_summary, scrape
 
     # A few movies without a trailer, as on real TMDB, so the missing-modality policy has work.

@@ -9,8 +9,9 @@ import pytest
 from armor.config import ScrapeConfig
 from armor.data.synthetic import SyntheticConfig, SyntheticWorld
 from armor.tmdb.client import AuthError
-from armor.tmdb.fixture import Faults, FixtureServer, load_catalogue
+from armor.tmdb.fixture import Faults, FixtureServer
 from armor.tmdb.scrape import ScrapeStore
+from armor.tmdb.standin import load_catalogue
 from pipelines.scrape import scrape
 
 pytestmark = [pytest.mark.ray, pytest.mark.network, pytest.mark.slow]

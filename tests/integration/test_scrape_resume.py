@@ -10,8 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from armor.data.synthetic import SyntheticConfig, SyntheticWorld
-from armor.tmdb.fixture import Faults, FixtureServer, load_catalogue
+from armor.tmdb.fixture import Faults, FixtureServer
 from armor.tmdb.scrape import ScrapeStore
+from armor.tmdb.standin import load_catalogue
 from pipelines.scrape import add_arguments, config_from_args, scrape
 from tests.processes import kill_tree
 

@@ -8,10 +8,11 @@ import pytest
 
 from armor.config import ScrapeConfig
 from armor.errors import ConfigError
-from armor.tmdb.fixture import FixtureServer, load_catalogue
+from armor.tmdb.fixture import FixtureServer
 from armor.tmdb.scrape import (
     SCRAPE_SCHEMA, ScrapeStore, make_client, modality_coverage, multimodal_movie_ids, pending_requests,
     scrape_batch)
+from armor.tmdb.standin import load_catalogue
 
 
 def rows(movie_ids, status, t, poster=b"p"):

@@ -23,16 +23,8 @@ from armor.tmdb.client import (
     pick_trailer_key,
     redact_url,
 )
-from armor.tmdb.fixture import (
-    MALICIOUS_POSTER_PATHS,
-    Faults,
-    FixtureMovie,
-    FixtureServer,
-    bomb_png,
-    corrupt,
-    placeholder_jpeg,
-    truncate,
-)
+from armor.tmdb.fixture import MALICIOUS_POSTER_PATHS, Faults, FixtureServer
+from armor.tmdb.standin import FixtureMovie, bomb_png, corrupt, placeholder_jpeg, truncate
 
 pytestmark = pytest.mark.network
 

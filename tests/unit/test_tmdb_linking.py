@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from armor.tmdb.client import AuthError, TMDBClient
-from armor.tmdb.fixture import Faults, FixtureMovie, FixtureServer
+from armor.tmdb.fixture import Faults, FixtureServer
 from armor.tmdb.linking import link_movie, link_movies, normalise_title, title_similarity, year_factor
+from armor.tmdb.standin import FixtureMovie
 
 TOKEN = "linking-test-token"
 
