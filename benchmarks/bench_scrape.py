@@ -9,7 +9,6 @@ figure is printed too. Target: sustained >= 0.95 of the limit.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import pyarrow.parquet as pq
 
 from armor.config import ScrapeConfig
 from armor.data.synthetic import SyntheticConfig, SyntheticWorld
+from armor.tmdb.client import Credentials
 from armor.tmdb.fixture import Faults, FixtureServer
 from armor.tmdb.standin import load_catalogue
 
@@ -41,10 +41,9 @@ def main() -> None:
                           token="bench-token") as server:
         ws = Path(tmp)
         pq.write_table(world.movies(), ws / "movies.parquet")
-        os.environ["TMDB_API_TOKEN"] = "bench-token"
         config = ScrapeConfig(**server.client_urls(), rate_limit=args.rate, actors=args.actors)
         started = time.monotonic()
-        summary = scrape(ws, config, limit=args.movies)
+        summary = scrape(ws, config, Credentials(token=server.token), limit=args.movies)
         wall = time.monotonic() - started
         # The driver's credentials check precedes Ray's start-up; count the job's own requests.
         times = np.array(sorted(r.t for r in server.requests

@@ -4,7 +4,7 @@ It answers the few endpoints the scraper uses, in TMDB's JSON shapes: ``/3/movie
 (``append_to_response=videos``), ``/3/search/movie``, poster images at ``/t/p/{size}/{file}``
 and YouTube-style thumbnails at ``/vi/{key}/hqdefault.jpg`` (an unknown key gets YouTube's
 answer: 404 with a small grey placeholder JPEG). Point a client at it with
-``TMDBClient(**server.client_urls(), token=server.token)``.
+``TMDBClient(ScrapeConfig(**server.client_urls()), Credentials(token=server.token))``.
 
 It serves a catalogue of :class:`~armor.tmdb.standin.FixtureMovie` (armor/tmdb/standin.py holds
 the catalogues and their stand-in content); images are made lazily and kept in a small LRU.
@@ -185,7 +185,7 @@ class FixtureServer:
         return f"http://{self.host}:{self.port}"
 
     def client_urls(self) -> dict[str, str]:
-        """Keyword arguments that point a TMDBClient at this server."""
+        """ScrapeConfig keyword arguments (api_url, image_url, thumbnail_url) that point a client here."""
         return {"api_url": self.url, "image_url": f"{self.url}/t/p", "thumbnail_url": self.url}
 
     @property
