@@ -7,8 +7,10 @@ with the field's name in the message, not deep inside a training loop.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -134,6 +136,15 @@ def merge(config: T, **overrides: Any) -> T:
 
 
 MissingModalityPolicy = Literal["exclude", "impute"]
+_POSTER_SIZE = re.compile(r"(?:w\d{2,4}|h\d{2,4}|original)")  # TMDB's sizes: w92 ... w780, h632, original
+
+
+def _is_http_url(value: object) -> bool:
+    try:
+        parsed = urllib.parse.urlsplit(value) if isinstance(value, str) else None
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parsed is not None and parsed.scheme in ("http", "https") and bool(parsed.hostname)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,21 +165,45 @@ class ScrapeConfig:
     burst: int | None = None
     actors: int = 2
     batch_size: int = 16
-    max_connections: int = 16
-    max_attempts: int = 5
+    max_connections: int = 16  # per client
+    max_attempts: int = 5  # per URL, the first try included
     link_threshold: float = 0.6
     missing_modality: MissingModalityPolicy = "exclude"
+    total_timeout: float = 30.0  # seconds for one request, body included
+    connect_timeout: float = 10.0
+    backoff_base: float = 0.5  # a retry waits up to base * 2**(attempt - 1) s (full jitter), at most backoff_cap
+    backoff_cap: float = 30.0
+    retry_after_cap: float = 60.0  # a server's Retry-After is honoured up to this many seconds
+    max_json_bytes: int = 5 * 2**20
+    max_image_bytes: int = 10 * 2**20
+    max_image_pixels: int = 40_000_000  # declared in the image header; checked before decoding
+    language: str | None = None  # TMDB's language parameter (e.g. "en-US"); None: TMDB's default
+    seed: int | None = None  # of the retry jitter; None: different on every run
 
     def __post_init__(self) -> None:
+        for name in ("api_url", "image_url", "thumbnail_url"):
+            _check(_is_http_url(getattr(self, name)), f"scrape.{name}",
+                   f"must be an http(s) URL, got {getattr(self, name)!r}")
+        _check(isinstance(self.poster_size, str) and _POSTER_SIZE.fullmatch(self.poster_size) is not None,
+               "scrape.poster_size", f"must look like w500 or original, got {self.poster_size!r}")
         _check(self.rate_limit > 0, "scrape.rate_limit", f"must be > 0 requests/s, got {self.rate_limit}")
         _check(self.burst is None or self.burst >= 1, "scrape.burst", "must be >= 1")
         _check(self.actors >= 1, "scrape.actors", f"must be >= 1, got {self.actors}")
         _check(self.batch_size >= 1, "scrape.batch_size", f"must be >= 1, got {self.batch_size}")
-        _check(self.max_connections >= 1, "scrape.max_connections", "must be >= 1")
-        _check(self.max_attempts >= 1, "scrape.max_attempts", "must be >= 1")
+        for name in ("max_connections", "max_attempts", "max_json_bytes", "max_image_bytes", "max_image_pixels"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, f"scrape.{name}", f"must be an integer >= 1, got {value!r}")
         _check(0.0 <= self.link_threshold <= 1.0, "scrape.link_threshold", "must be in [0, 1]")
         _check(self.missing_modality in ("exclude", "impute"), "scrape.missing_modality",
                f"must be exclude or impute, got {self.missing_modality!r}")
+        for name in ("total_timeout", "connect_timeout", "backoff_cap", "retry_after_cap"):
+            value = getattr(self, name)
+            _check(value > 0, f"scrape.{name}", f"must be > 0 seconds, got {value!r}")
+        _check(self.backoff_base >= 0, "scrape.backoff_base", f"must be >= 0 seconds, got {self.backoff_base!r}")
+        _check(self.language is None or (isinstance(self.language, str) and bool(self.language.strip())),
+               "scrape.language", f"must be a language code such as en-US, or unset, got {self.language!r}")
+        _check(self.seed is None or (isinstance(self.seed, int) and not isinstance(self.seed, bool)), "scrape.seed",
+               f"must be an integer, or unset, got {self.seed!r}")
 
     def per_actor_rate(self) -> tuple[float, int]:
         """(requests/s, burst) for one actor, so that all actors together stay under the limit."""

@@ -9,7 +9,6 @@ figure is printed too. Target: sustained >= 0.95 of the limit.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +18,9 @@ import pyarrow.parquet as pq
 
 from armor.config import ScrapeConfig
 from armor.data.synthetic import SyntheticConfig, SyntheticWorld
-from armor.tmdb.fixture import Faults, FixtureServer, load_catalogue
+from armor.tmdb.client import Credentials
+from armor.tmdb.fixture import Faults, FixtureServer
+from armor.tmdb.standin import load_catalogue
 
 
 def main() -> None:
@@ -40,10 +41,9 @@ def main() -> None:
                           token="bench-token") as server:
         ws = Path(tmp)
         pq.write_table(world.movies(), ws / "movies.parquet")
-        os.environ["TMDB_API_TOKEN"] = "bench-token"
         config = ScrapeConfig(**server.client_urls(), rate_limit=args.rate, actors=args.actors)
         started = time.monotonic()
-        summary = scrape(ws, config, limit=args.movies)
+        summary = scrape(ws, config, Credentials(token=server.token), limit=args.movies)
         wall = time.monotonic() - started
         # The driver's credentials check precedes Ray's start-up; count the job's own requests.
         times = np.array(sorted(r.t for r in server.requests
@@ -54,8 +54,9 @@ def main() -> None:
     sustained = (hi - lo) / (times[hi] - times[lo])
     whole = (n - 1) / (times[-1] - times[0])
     window = np.searchsorted(times, times + 1.0) - np.arange(n)
-    print(f"{n} requests for {args.movies} movies ({summary['stored_by_status']}), latency {args.latency * 1000:.0f} ms, "
-          f"{args.actors} actors, limit {args.rate:g} req/s; job wall time {wall:.1f} s including Ray start-up")
+    print(f"{n} requests for {args.movies} movies ({summary['stored_by_status']}), "
+          f"latency {args.latency * 1000:.0f} ms, {args.actors} actors, limit {args.rate:g} req/s; "
+          f"job wall time {wall:.1f} s including Ray start-up")
     print(f"busiest 1 s window: {window.max()} requests (limit {args.rate:g} + burst)")
     print(f"whole run (first to last request): {whole:.2f} req/s = {whole / args.rate:.3f} of the limit")
     print(f"sustained (middle 80 % of requests): {sustained:.2f} req/s = {sustained / args.rate:.3f} of the limit "

@@ -156,23 +156,16 @@ def train_all(ws: Workspace, workers: int, seed: int) -> None:
 def scrape_through_local_server(ws: Workspace, rate: float) -> str:
     """Serve the workspace's movies from a local TMDB-compatible server on a free loopback port,
     scrape them through it with the real Ray Data job, and stop the server."""
-    import os
-
     from armor.config import ScrapeConfig
-    from armor.tmdb.fixture import Faults, FixtureServer, load_catalogue
+    from armor.tmdb.client import Credentials
+    from armor.tmdb.fixture import Faults, FixtureServer
+    from armor.tmdb.standin import load_catalogue
     from pipelines.scrape import format_summary, scrape
 
     # A few movies without a trailer, as on real TMDB, so the missing-modality policy has work.
     with FixtureServer(load_catalogue(ws.root), faults=Faults(share_no_trailer=0.03)) as server:
-        previous = os.environ.get("TMDB_API_TOKEN")
-        os.environ["TMDB_API_TOKEN"] = server.token
-        try:
-            summary = scrape(ws.root, ScrapeConfig(**server.client_urls(), rate_limit=rate))
-        finally:
-            if previous is None:
-                os.environ.pop("TMDB_API_TOKEN", None)
-            else:
-                os.environ["TMDB_API_TOKEN"] = previous
+        summary = scrape(ws.root, ScrapeConfig(**server.client_urls(), rate_limit=rate),
+                         Credentials(token=server.token))
     text = format_summary(summary)
     log.info("[2/6] %s", text)
     return text

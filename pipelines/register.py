@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def register(workspace: Path, model: str, name: str = DEFAULT_NAME, tracking: str | None = None,
              promote: bool = True) -> tuple[str, bool, str]:
     """(version, whether it is champion now, tracking URI)."""
-    from armor.tracking.mlflow import promote as promote_version
-    from armor.tracking.mlflow import register_embeddings, tracking_uri
+    from armor.tracking.registry import promote as promote_version
+    from armor.tracking.registry import register_embeddings
+    from armor.tracking.runs import tracking_uri
     from armor.workspace import Workspace
 
     ws = Workspace(workspace)
@@ -78,11 +79,11 @@ def recommend(model_uri: str, history: Sequence[int] | str | None = None, k: int
     import pandas as pd
 
     from armor.errors import ConfigError
-    from armor.tracking.mlflow import load_recommender
+    from armor.tracking.serving import load_registered_model
 
     if (history is None) == (similar_to is None):
         raise ConfigError("recommend: give exactly one of a history or a movie to be similar to")
-    model = load_recommender(model_uri, tracking_uri)
+    model = load_registered_model(model_uri, tracking_uri)
     if history is not None:
         request = pd.DataFrame({"history": [history if isinstance(history, str) else [int(m) for m in history]]})
     else:
@@ -94,7 +95,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     import os
 
     from armor.errors import ConfigError
-    from armor.tracking.mlflow import tracking_uri
+    from armor.tracking.runs import tracking_uri
 
     if args.tracking_uri is None and args.workspace is None and not os.environ.get("MLFLOW_TRACKING_URI"):
         raise ConfigError("--tracking-uri or --workspace (or MLFLOW_TRACKING_URI) is needed to find the registry")

@@ -4,23 +4,29 @@ Reads WORKSPACE/movies.parquet (from `armor data prepare`), links movies without
 title and year, and writes one row per movie to WORKSPACE/tmdb/ (Parquet parts). Rerunning
 skips movies already `ok` and retries the others; a killed run continues where it stopped.
 
-Credentials come from TMDB_API_TOKEN (v4 read token) or TMDB_API_KEY (v3 key). On a cluster,
-set them in the workers' environment (the cluster's setup or runtime_env env_vars).
+Credentials come from TMDB_API_TOKEN (v4 read token) or TMDB_API_KEY (v3 key) in the environment of
+the command; the driver hands them to the Ray actors, so the workers' environment need not hold them.
+The stage function, ``scrape``, takes them as an argument.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from armor.config import ScrapeConfig
 from pipelines.cli import add_common, stage_main
 from pipelines.tracking import add_tracking_arguments, stage_run, tracking_from_args
+
+if TYPE_CHECKING:
+    from armor.tmdb.client import Credentials
 
 log = logging.getLogger("armor.scrape")
 
@@ -33,7 +39,7 @@ class ScrapeWorker:
     so its share of the job's rate holds across batches.
     """
 
-    def __init__(self, config: ScrapeConfig, store_dir: str, credentials):  # noqa: ANN001 - a Credentials
+    def __init__(self, config: ScrapeConfig, store_dir: str, credentials: Credentials):
         from armor.tmdb.scrape import ScrapeStore
 
         self.config = config
@@ -97,9 +103,12 @@ def config_from_args(args: argparse.Namespace) -> ScrapeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from armor.tmdb.client import Credentials
+
     config = config_from_args(args)
+    credentials = Credentials.resolve(environ=os.environ)  # AuthError naming both variables when neither is set
     with stage_run("scrape", args.workspace, config, tracking=tracking_from_args(args)) as tracked:
-        summary = scrape(args.workspace, config, limit=args.limit)
+        summary = scrape(args.workspace, config, credentials, limit=args.limit)
         if tracked is not None:
             tracked.log_metrics(flat_numbers(summary))
             tracked.log_artifact(Path(args.workspace) / "tmdb" / "summary.json")
@@ -118,15 +127,15 @@ def flat_numbers(summary: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def scrape(workspace: Path, config: ScrapeConfig, limit: int | None = None) -> dict[str, Any]:
-    import pyarrow as pa
+def scrape(workspace: Path, config: ScrapeConfig, credentials: Credentials, *,
+           limit: int | None = None) -> dict[str, Any]:
+    """Scrape the workspace's movies not yet ``ok`` (the first ``limit`` of them, when given) on Ray
+    Data; returns the summary, also written to tmdb/summary.json."""
     import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
 
     from armor.io import write_text
-    from armor.tmdb.scrape import ScrapeStore, make_client, modality_coverage, pending_requests
+    from armor.tmdb.scrape import ScrapeStore, make_client, pending_requests
     from armor.workspace import Workspace
-    from pipelines.ray_utils import quiet_ray_data, ray_session
 
     ws = Workspace(workspace)
     ws.require(ws.movies, hint="run `armor data prepare --out WORKSPACE` first")
@@ -138,73 +147,92 @@ def scrape(workspace: Path, config: ScrapeConfig, limit: int | None = None) -> d
         todo = todo.slice(0, limit)
     log.info("scrape: %d movies, %d to request", movies.num_rows, todo.num_rows)
 
-    counts: dict[str, int] = {}
-    requests = retries = 0
-    started = time.monotonic()
+    progress = _Progress()
     if todo.num_rows:
-        from armor.tmdb.client import Credentials
-
-        credentials = Credentials.resolve()  # from this driver's environment, handed to the actors
-
         async def preflight() -> None:
             async with make_client(config, credentials) as client:
                 await client.check_credentials()
 
         asyncio.run(preflight())  # a bad key fails here, before any actor starts
-        import ray
-
-        with ray_session():
-            quiet_ray_data()
-            # Many small blocks so that every actor keeps pulling work until the end.
-            step = config.batch_size
-            blocks = [todo.slice(i, step) for i in range(0, todo.num_rows, step)]
-            ds = ray.data.from_arrow(blocks).map_batches(
-                ScrapeWorker, fn_constructor_kwargs={"config": config, "store_dir": str(store.directory),
-                                                     "credentials": credentials},
-                batch_size=config.batch_size, batch_format="pyarrow", num_cpus=0.25,
-                compute=ray.data.ActorPoolStrategy(size=config.actors))
-            bar = tqdm(total=todo.num_rows, desc="scrape", unit="movie", disable=None)  # None: only on a terminal
-            started = time.monotonic()  # rates exclude Ray's start-up
-            try:
-                for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                    for status in batch["status"].to_pylist():
-                        counts[status] = counts.get(status, 0) + 1
-                    requests += int(pa.compute.sum(batch["requests"]).as_py() or 0)
-                    retries += int(pa.compute.sum(batch["retries"]).as_py() or 0)
-                    bar.update(batch.num_rows)
-                    bar.set_postfix(ok=counts.get("ok", 0), req_s=f"{requests / (time.monotonic() - started):.1f}")
-            except Exception as exc:  # Ray wraps worker exceptions; surface a credentials error plainly
-                from armor.tmdb.client import AuthError
-
-                cause = exc
-                while cause is not None and not isinstance(cause, AuthError):
-                    cause = cause.__cause__
-                if cause is not None:
-                    raise AuthError(str(cause)) from None
-                raise
-            finally:
-                bar.close()
+        _scrape_on_ray(todo, config, credentials, store, progress)
         store.compact()
-    elapsed = time.monotonic() - started
+    summary = _summary(movies, todo, store, config, progress, elapsed=time.monotonic() - progress.started)
+    write_text(json.dumps(summary, indent=2) + "\n", ws.tmdb / "summary.json")
+    return summary
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What this run's actors reported."""
+
+    by_status: dict[str, int] = dataclasses.field(default_factory=dict)
+    requests: int = 0
+    retries: int = 0
+    started: float = dataclasses.field(default_factory=time.monotonic)  # reset once Ray is up
+
+
+def _scrape_on_ray(todo, config: ScrapeConfig, credentials: Credentials, store,  # noqa: ANN001
+                   progress: _Progress) -> None:
+    """Scrape ``todo`` (a pyarrow Table of requests) with a pool of ScrapeWorker actors into ``store``."""
+    import pyarrow as pa
+    import ray
+    from tqdm.auto import tqdm
+
+    from armor.tmdb.client import AuthError
+    from pipelines.ray_utils import quiet_ray_data, ray_session
+
+    with ray_session():
+        quiet_ray_data()
+        # Many small blocks so that every actor keeps pulling work until the end.
+        step = config.batch_size
+        blocks = [todo.slice(i, step) for i in range(0, todo.num_rows, step)]
+        ds = ray.data.from_arrow(blocks).map_batches(
+            ScrapeWorker, fn_constructor_kwargs={"config": config, "store_dir": str(store.directory),
+                                                 "credentials": credentials},
+            batch_size=config.batch_size, batch_format="pyarrow", num_cpus=0.25,
+            compute=ray.data.ActorPoolStrategy(size=config.actors))
+        bar = tqdm(total=todo.num_rows, desc="scrape", unit="movie", disable=None)  # None: only on a terminal
+        progress.started = time.monotonic()  # rates exclude Ray's start-up
+        counts = progress.by_status
+        try:
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                for status in batch["status"].to_pylist():
+                    counts[status] = counts.get(status, 0) + 1
+                progress.requests += int(pa.compute.sum(batch["requests"]).as_py() or 0)
+                progress.retries += int(pa.compute.sum(batch["retries"]).as_py() or 0)
+                bar.update(batch.num_rows)
+                bar.set_postfix(ok=counts.get("ok", 0),
+                                req_s=f"{progress.requests / (time.monotonic() - progress.started):.1f}")
+        except Exception as exc:  # Ray wraps worker exceptions; surface a credentials error plainly
+            cause = exc
+            while cause is not None and not isinstance(cause, AuthError):
+                cause = cause.__cause__
+            if cause is not None:
+                raise AuthError(str(cause)) from None
+            raise
+        finally:
+            bar.close()
+
+
+def _summary(movies, todo, store, config: ScrapeConfig, progress: _Progress,  # noqa: ANN001
+             elapsed: float) -> dict[str, Any]:
+    from armor.tmdb.scrape import modality_coverage, multimodal_movie_ids
 
     table = store.read(["movie_id", "status", "overview", "poster", "thumbnail"])
     coverage = modality_coverage(table)
-    from armor.tmdb.scrape import multimodal_movie_ids
-
-    summary = {
+    requests = progress.requests
+    return {
         "movies": movies.num_rows,
         "requested_this_run": todo.num_rows,
-        "this_run_by_status": counts,
+        "this_run_by_status": progress.by_status,
         "stored_by_status": {s: int(c) for s, c in zip(*_value_counts(table["status"]))},
-        "requests": requests, "retries": retries, "seconds": round(elapsed, 2),
+        "requests": requests, "retries": progress.retries, "seconds": round(elapsed, 2),
         "requests_per_second": round(requests / elapsed, 2) if elapsed > 0 and requests else 0.0,
         "rate_limit": config.rate_limit,
         "modalities": coverage.as_dict(),
         "missing_modality_policy": config.missing_modality,
         "multimodal_movies": int(multimodal_movie_ids(table, config.missing_modality).size),
     }
-    write_text(json.dumps(summary, indent=2) + "\n", ws.tmdb / "summary.json")
-    return summary
 
 
 def _value_counts(column) -> tuple[list[str], list[int]]:  # noqa: ANN001

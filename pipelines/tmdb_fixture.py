@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from armor.tmdb.fixture import Faults, FixtureServer, faults_json, load_catalogue, parse_ids
+    from armor.tmdb.fixture import Faults, FixtureServer, faults_json, parse_ids
+    from armor.tmdb.standin import load_catalogue
 
     faults = Faults(seed=args.fault_seed, latency=args.latency, share_429=args.share_429,
                     retry_after=args.retry_after, share_5xx=args.share_5xx, share_drop=args.share_drop,

@@ -43,7 +43,7 @@ def stage_run(stage: str, workspace: str | Path, config: Any = None, *, tracking
     if not tracking.tracking:
         yield None
         return
-    from armor.tracking.mlflow import start_run, tracking_uri
+    from armor.tracking.runs import start_run, tracking_uri
 
     resolved = tracking_uri(workspace, tracking.tracking_uri)
     with start_run(tracking.experiment, resolved, config, run_name=name or stage, parent_run_id=parent_run_id,
@@ -71,7 +71,7 @@ class TrialTracker:
         self.__init__(**state)
 
     def start_trial(self, trial_name: str, job: Any, sample: dict[str, Any]) -> None:
-        from armor.tracking.mlflow import start_run
+        from armor.tracking.runs import start_run
 
         self._stack = contextlib.ExitStack()
         self._run = self._stack.enter_context(start_run(
@@ -90,8 +90,9 @@ class TrialTracker:
         A trial's own process ends its run, unless Tune stopped the trial (ASHA, or its last
         epoch) while it waited on a Ray Train run: then the process is gone with the run open.
         """
-        from armor.tracking.mlflow import child_runs, with_retries
         from mlflow import MlflowClient
+
+        from armor.tracking.runs import child_runs, with_retries
 
         client = MlflowClient(tracking_uri=self.uri)
         still_running = [r for r in child_runs(self.parent_run_id, self.uri) if r.info.status == "RUNNING"]

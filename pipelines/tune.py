@@ -160,8 +160,9 @@ def _epoch_logger(uri: str, run_id: str) -> UserCallback:
 
     class EpochLogger(UserCallback):
         def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-            from armor.tracking.mlflow import TrackedRun
             from mlflow import MlflowClient
+
+            from armor.tracking.runs import TrackedRun
 
             record = metrics[0]
             run = TrackedRun(run_id=run_id, experiment_id="", uri=uri, client=MlflowClient(tracking_uri=uri))

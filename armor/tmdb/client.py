@@ -20,7 +20,6 @@ import email.utils
 import io
 import json
 import logging
-import os
 import random
 import re
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from armor.config import ScrapeConfig
 from armor.errors import ArmorError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ STATUSES = ("ok", "no_poster", "no_trailer", "not_found", "failed")
 # fullmatch, not `$`: `$` also matches before a trailing newline.
 POSTER_PATH_RE = re.compile(r"/[A-Za-z0-9_-]+\.(?:jpg|jpeg|png|webp)", re.IGNORECASE)
 TRAILER_KEY_RE = re.compile(r"[A-Za-z0-9_-]{6,20}")
-_POSTER_SIZE_RE = re.compile(r"(?:w\d{2,4}|h\d{2,4}|original)")
 # Pillow plugins we let parse untrusted bytes; TMDB serves JPEG/PNG, YouTube JPEG/WebP.
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP")
 
@@ -93,19 +92,22 @@ class Credentials:
     def __post_init__(self) -> None:
         if not self.token and not self.api_key:
             raise AuthError(f"no TMDB credentials: set {TOKEN_ENV} (v4 read access token) or "
-                            f"{API_KEY_ENV} (v3 API key), or pass token= / api_key= to TMDBClient")
+                            f"{API_KEY_ENV} (v3 API key), or pass token= / api_key= to Credentials.resolve")
 
     @classmethod
-    def resolve(cls, token: str | None = None, api_key: str | None = None,
-                environ: Mapping[str, str] | None = None) -> Credentials:
-        """Explicit arguments win over the environment; a token wins over a key."""
+    def resolve(cls, token: str | None = None, api_key: str | None = None, *,
+                environ: Mapping[str, str]) -> Credentials:
+        """Explicit arguments win over ``environ`` (TMDB_API_TOKEN, then TMDB_API_KEY); a token wins over a key.
+
+        ``environ`` is the caller's to give (the command line passes ``os.environ``): the
+        library reads no environment of its own.
+        """
         token = (token or "").strip() or None
         api_key = (api_key or "").strip() or None
         if token or api_key:
             return cls(token=token, api_key=None if token else api_key)
-        env = os.environ if environ is None else environ
-        token = (env.get(TOKEN_ENV) or "").strip() or None
-        api_key = (env.get(API_KEY_ENV) or "").strip() or None
+        token = (environ.get(TOKEN_ENV) or "").strip() or None
+        api_key = (environ.get(API_KEY_ENV) or "").strip() or None
         return cls(token=token, api_key=None if token else api_key)
 
     @property
@@ -304,62 +306,30 @@ def _retry_after_seconds(value: str | None) -> float | None:
 
 
 class TMDBClient:
-    """``async with TMDBClient() as client: row = await client.fetch_movie_row(1, 862)``.
+    """``async with TMDBClient(config, credentials) as client: row = await client.fetch_movie_row(1, 862)``.
 
-    Credentials: ``token`` (v4, sent as a bearer header) or ``api_key`` (v3, a query parameter);
-    without either, ``TMDB_API_TOKEN`` then ``TMDB_API_KEY`` from the environment.
+    ``config`` (a validated ScrapeConfig) holds the URLs, limits, timeouts and retry policy.
+    ``credentials``: a v4 token (sent as a bearer header) or a v3 API key (a query parameter),
+    resolved by the caller, e.g. ``Credentials.resolve(environ=os.environ)``. ``rate_limiter``:
+    share one between clients to give them a common budget; by default the client gets its own
+    at ``config.rate_limit`` and ``config.burst``.
     """
 
-    def __init__(self, token: str | None = None, api_key: str | None = None, *,
-                 api_url: str = DEFAULT_API_URL, image_url: str = DEFAULT_IMAGE_URL,
-                 thumbnail_url: str = DEFAULT_THUMBNAIL_URL, poster_size: str = "w500",
-                 rate: float = 40.0, burst: int | None = None, rate_limiter: RateLimiter | None = None,
-                 max_connections: int = 16, total_timeout: float = 30.0, connect_timeout: float = 10.0,
-                 max_attempts: int = 5, backoff_base: float = 0.5, backoff_cap: float = 30.0,
-                 retry_after_cap: float = 60.0, max_json_bytes: int = 5 * 2**20,
-                 max_image_bytes: int = 10 * 2**20, max_image_pixels: int = 40_000_000,
-                 language: str | None = None, seed: int | None = None,
-                 environ: Mapping[str, str] | None = None):
-        self._credentials = Credentials.resolve(token, api_key, environ)
-        for name, value in (("api_url", api_url), ("image_url", image_url), ("thumbnail_url", thumbnail_url)):
-            parsed = URL(value)
-            if parsed.scheme not in ("http", "https") or not parsed.host:
-                raise ConfigError(f"{name}: must be an http(s) URL, got {value!r}")
-        if not _POSTER_SIZE_RE.fullmatch(poster_size):
-            raise ConfigError(f"poster_size: must look like w500 or original, got {poster_size!r}")
-        for name, value, low in (("max_connections", max_connections, 1), ("max_attempts", max_attempts, 1),
-                                 ("max_json_bytes", max_json_bytes, 1), ("max_image_bytes", max_image_bytes, 1),
-                                 ("max_image_pixels", max_image_pixels, 1)):
-            if not (isinstance(value, int) and value >= low):
-                raise ConfigError(f"{name}: must be an integer >= {low}, got {value!r}")
-        for name, value in (("total_timeout", total_timeout), ("connect_timeout", connect_timeout),
-                            ("backoff_cap", backoff_cap), ("retry_after_cap", retry_after_cap)):
-            if not value > 0:
-                raise ConfigError(f"{name}: must be > 0 seconds, got {value!r}")
-        if not backoff_base >= 0:
-            raise ConfigError(f"backoff_base: must be >= 0 seconds, got {backoff_base!r}")
-        self.api_url = URL(api_url.rstrip("/"))
-        self.image_url = image_url.rstrip("/")
-        self.thumbnail_url = thumbnail_url.rstrip("/")
-        self.poster_size = poster_size
-        self.limiter = rate_limiter if rate_limiter is not None else RateLimiter(rate, burst)
-        self.max_connections = max_connections
-        self.timeout = aiohttp.ClientTimeout(total=total_timeout, connect=connect_timeout)
-        self.max_attempts = max_attempts
-        self.backoff_base = backoff_base
-        self.backoff_cap = backoff_cap
-        self.retry_after_cap = retry_after_cap
-        self.max_json_bytes = max_json_bytes
-        self.max_image_bytes = max_image_bytes
-        self.max_image_pixels = max_image_pixels
-        self.language = language
+    def __init__(self, config: ScrapeConfig, credentials: Credentials, *, rate_limiter: RateLimiter | None = None):
+        self.config = config
+        self._credentials = credentials
+        self.api_url = URL(config.api_url.rstrip("/"))
+        self.image_url = config.image_url.rstrip("/")
+        self.thumbnail_url = config.thumbnail_url.rstrip("/")
+        self.limiter = rate_limiter if rate_limiter is not None else RateLimiter(config.rate_limit, config.burst)
+        self.timeout = aiohttp.ClientTimeout(total=config.total_timeout, connect=config.connect_timeout)
         self.stats = ClientStats()
-        self._rng = random.Random(seed)
+        self._rng = random.Random(config.seed)
         self._session: aiohttp.ClientSession | None = None
 
     def __repr__(self) -> str:
         return (f"TMDBClient(api_url={str(self.api_url)!r}, auth={self._credentials.mode!r}, "
-                f"limiter={self.limiter!r}, max_attempts={self.max_attempts})")
+                f"limiter={self.limiter!r}, max_attempts={self.config.max_attempts})")
 
     __str__ = __repr__
 
@@ -374,7 +344,8 @@ class TMDBClient:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections)
+            limit = self.config.max_connections
+            connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
                                                   headers={"User-Agent": "armor-recsys/0.1"})
             # aiohttp (3.10+) silently resends an idempotent request once when the server drops
@@ -393,7 +364,8 @@ class TMDBClient:
 
     async def check_credentials(self) -> None:
         """One ``/3/configuration`` request: raises AuthError now rather than in every worker later."""
-        reply = await self._get("configuration", self._api("configuration"), [0], cap=self.max_json_bytes, api=True)
+        reply = await self._get("configuration", self._api("configuration"), [0], cap=self.config.max_json_bytes,
+                                api=True)
         if reply.status != 200:
             raise TMDBRequestError(f"configuration: HTTP {reply.status}", status=reply.status)
 
@@ -405,7 +377,7 @@ class TMDBClient:
         if year is not None:
             params["year"] = str(int(year))
         reply = await self._get("search", self._api("search", "movie", **params), [0],
-                                cap=self.max_json_bytes, api=True)
+                                cap=self.config.max_json_bytes, api=True)
         if reply.status != 200:
             raise TMDBRequestError(f"search {query!r}: HTTP {reply.status}", status=reply.status)
         data = self._json(reply.body)
@@ -434,30 +406,9 @@ class TMDBClient:
             row["error"] = self._credentials.redact("; ".join(errors)) if errors else None
             return row
 
-        if int(tmdb_id) <= 0:
-            errors.append(f"tmdb_id {tmdb_id} is not a positive integer")
-            return finish("failed")
-        try:
-            reply = await self._get("movie", self._api("movie", str(int(tmdb_id)), append_to_response="videos"),
-                                    attempts, cap=self.max_json_bytes, api=True)
-        except TMDBRequestError as exc:
-            errors.append(str(exc))
-            return finish("failed")
-        if reply.status == 404:
-            errors.append(f"TMDB has no movie {tmdb_id} (HTTP 404)")
-            return finish("not_found")
-        if reply.status != 200:
-            errors.append(f"movie {tmdb_id}: HTTP {reply.status}")
-            return finish("failed")
-        try:
-            data = self._json(reply.body)
-        except TMDBRequestError as exc:
-            errors.append(f"movie {tmdb_id}: {exc}")
-            return finish("failed")
-        if not isinstance(data, dict):
-            errors.append(f"movie {tmdb_id}: response is not a JSON object")
-            return finish("failed")
-
+        data = await self._movie_details(tmdb_id, attempts, errors)
+        if isinstance(data, str):
+            return finish(data)
         for field in ("title", "overview", "release_date"):
             value = data.get(field)
             row[field] = value if isinstance(value, str) and value else None
@@ -465,6 +416,43 @@ class TMDBClient:
         if isinstance(genres, list):
             row["genres"] = [g["name"] for g in genres if isinstance(g, dict) and isinstance(g.get("name"), str)]
 
+        if await self._fetch_media(row, data, attempts, errors):
+            return finish("failed")
+        if row["poster"] is None:
+            return finish("no_poster")
+        if row["thumbnail"] is None:
+            return finish("no_trailer")
+        return finish("ok")
+
+    async def _movie_details(self, tmdb_id: int, attempts: list[int], errors: list[str]) -> dict | str:
+        """TMDB's JSON object for the movie (videos appended), else the row's status, its cause in ``errors``."""
+        if int(tmdb_id) <= 0:
+            errors.append(f"tmdb_id {tmdb_id} is not a positive integer")
+            return "failed"
+        try:
+            reply = await self._get("movie", self._api("movie", str(int(tmdb_id)), append_to_response="videos"),
+                                    attempts, cap=self.config.max_json_bytes, api=True)
+        except TMDBRequestError as exc:
+            errors.append(str(exc))
+            return "failed"
+        if reply.status == 404:
+            errors.append(f"TMDB has no movie {tmdb_id} (HTTP 404)")
+            return "not_found"
+        if reply.status != 200:
+            errors.append(f"movie {tmdb_id}: HTTP {reply.status}")
+            return "failed"
+        try:
+            data = self._json(reply.body)
+        except TMDBRequestError as exc:
+            errors.append(f"movie {tmdb_id}: {exc}")
+            return "failed"
+        if not isinstance(data, dict):
+            errors.append(f"movie {tmdb_id}: response is not a JSON object")
+            return "failed"
+        return data
+
+    async def _fetch_media(self, row: dict[str, Any], data: dict, attempts: list[int], errors: list[str]) -> bool:
+        """Fill the row's poster and thumbnail from the movie's JSON; True when either failed transiently."""
         transient = False
         poster_path = data.get("poster_path")
         if not poster_path:
@@ -473,7 +461,7 @@ class TMDBClient:
             errors.append(f"rejected poster_path {str(poster_path)[:80]!r}: not a plain image file name")
         else:
             row["poster_path"] = poster_path
-            url = URL(f"{self.image_url}/{self.poster_size}{poster_path}", encoded=True)
+            url = URL(f"{self.image_url}/{self.config.poster_size}{poster_path}", encoded=True)
             row["poster"], why, failed = await self._fetch_image("poster", url, attempts)
             transient |= failed
             if why:
@@ -489,21 +477,14 @@ class TMDBClient:
             transient |= failed
             if why:
                 errors.append(f"thumbnail: {why}")
-
-        if transient:
-            return finish("failed")
-        if row["poster"] is None:
-            return finish("no_poster")
-        if row["thumbnail"] is None:
-            return finish("no_trailer")
-        return finish("ok")
+        return transient
 
     # ---- internals --------------------------------------------------------------------------
 
     def _api(self, *segments: str, **params: str) -> URL:
         url = self.api_url.joinpath("3", *segments)
-        if self.language:
-            params.setdefault("language", self.language)
+        if self.config.language:
+            params.setdefault("language", self.config.language)
         if self._credentials.mode == "api_key":
             params["api_key"] = self._credentials.api_key or ""
         return url.with_query(params) if params else url
@@ -517,7 +498,7 @@ class TMDBClient:
     async def _fetch_image(self, kind: str, url: URL, attempts: list[int]) -> tuple[bytes | None, str | None, bool]:
         """(bytes, None, False) for a good image, else (None, why, whether the cause was transient)."""
         try:
-            reply = await self._get(kind, url, attempts, cap=self.max_image_bytes, api=False)
+            reply = await self._get(kind, url, attempts, cap=self.config.max_image_bytes, api=False)
         except TMDBRequestError as exc:
             return None, str(exc), exc.transient
         if reply.status == 404:
@@ -526,7 +507,7 @@ class TMDBClient:
         if reply.status != 200:
             return None, f"HTTP {reply.status}", False
         why = await asyncio.to_thread(check_image, reply.body, reply.content_type,
-                                      max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+                                      max_bytes=self.config.max_image_bytes, max_pixels=self.config.max_image_pixels)
         if why is not None:
             log.debug("%s %s rejected: %s", kind, redact_url(url), why)
             return None, f"invalid image: {why}", False
@@ -534,7 +515,7 @@ class TMDBClient:
 
     def _backoff(self, attempt: int) -> float:
         # Full jitter: spreads out a fleet of clients that failed at the same moment.
-        return self._rng.uniform(0.0, min(self.backoff_cap, self.backoff_base * 2 ** (attempt - 1)))
+        return self._rng.uniform(0.0, min(self.config.backoff_cap, self.config.backoff_base * 2 ** (attempt - 1)))
 
     async def _get(self, kind: str, url: URL, attempts: list[int], *, cap: int, api: bool) -> _Reply:
         session = self._ensure_session()
@@ -543,7 +524,7 @@ class TMDBClient:
             headers["Authorization"] = f"Bearer {self._credentials.token}"
         shown = self._credentials.redact(redact_url(url))
         last = ""
-        for attempt in range(1, self.max_attempts + 1):
+        for attempt in range(1, self.config.max_attempts + 1):
             self.stats.rate_wait_s += await self.limiter.acquire()
             self.stats.requests += 1
             attempts[0] += 1
@@ -559,7 +540,7 @@ class TMDBClient:
                         if status in (429, 503):
                             retry_after = _retry_after_seconds(resp.headers.get("Retry-After"))
                             if retry_after is not None:
-                                delay = min(retry_after, self.retry_after_cap)
+                                delay = min(retry_after, self.config.retry_after_cap)
                     elif status == 401 and api:
                         raise AuthError(f"TMDB rejected the credentials (HTTP 401) on a {kind} request: set "
                                         f"{TOKEN_ENV} (v4 read access token) or {API_KEY_ENV} (v3 API key) "
@@ -583,16 +564,16 @@ class TMDBClient:
                 name = type(exc).__name__
                 self.stats.errors[name] = self.stats.errors.get(name, 0) + 1
                 raise TMDBRequestError(f"{kind} {shown}: {name}", attempts=attempt) from None
-            if attempt == self.max_attempts:
+            if attempt == self.config.max_attempts:
                 break
             if delay is None:
                 delay = self._backoff(attempt)
             self.stats.retries += 1
-            log.debug("GET %s: %s, retry %d/%d in %.2fs", shown, last, attempt, self.max_attempts - 1, delay)
+            log.debug("GET %s: %s, retry %d/%d in %.2fs", shown, last, attempt, self.config.max_attempts - 1, delay)
             await asyncio.sleep(delay)
-        log.info("GET %s: giving up after %d attempts (last: %s)", shown, self.max_attempts, last)
-        raise TMDBRequestError(f"{kind} {shown}: gave up after {self.max_attempts} attempts (last: {last})",
-                               attempts=self.max_attempts, transient=True)
+        log.info("GET %s: giving up after %d attempts (last: %s)", shown, self.config.max_attempts, last)
+        raise TMDBRequestError(f"{kind} {shown}: gave up after {self.config.max_attempts} attempts (last: {last})",
+                               attempts=self.config.max_attempts, transient=True)
 
     @staticmethod
     async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes:

@@ -49,16 +49,11 @@ SCRAPE_SCHEMA = pa.schema([
 REQUEST_COLUMNS = ("movie_id", "title", "year", "tmdb_id")
 
 
-def make_client(config: ScrapeConfig, credentials: Credentials | None = None, *,
+def make_client(config: ScrapeConfig, credentials: Credentials, *,
                 rate_limiter: RateLimiter | None = None) -> TMDBClient:
-    """A client for ``config``; credentials from the environment unless given (Ray workers are
-    handed the driver's, since their environment need not hold them)."""
-    token = credentials.token if credentials else None
-    api_key = credentials.api_key if credentials else None
-    return TMDBClient(token=token, api_key=api_key, api_url=config.api_url, image_url=config.image_url, thumbnail_url=config.thumbnail_url,
-                      poster_size=config.poster_size, rate=config.rate_limit, burst=config.burst,
-                      rate_limiter=rate_limiter, max_connections=config.max_connections,
-                      max_attempts=config.max_attempts)
+    """A client for ``config``. Ray workers are handed the driver's credentials, since their
+    environment need not hold them."""
+    return TMDBClient(config, credentials, rate_limiter=rate_limiter)
 
 
 async def scrape_movie(client: TMDBClient, request: dict[str, Any], link_threshold: float) -> dict[str, Any]:

@@ -1,34 +1,39 @@
-"""Experiment tracking and the model registry (MLflow): runs, aliases and a pyfunc recommender."""
+"""Experiment tracking and the model registry (MLflow): runs (runs.py), registry and aliases
+(registry.py) and a pyfunc recommender (serving.py)."""
 
-from armor.tracking.mlflow import (
+from armor.tracking.registry import (
     CHALLENGER,
     CHAMPION,
     DEFAULT_MODEL_NAME,
-    RecommenderPyfunc,
-    RequestError,
+    alias_version,
+    promote,
+    register_embeddings,
+    version_metric,
+)
+from armor.tracking.runs import (
     TrackedRun,
     TrackingError,
-    alias_version,
-    answer_requests,
     child_runs,
     ensure_experiment,
     flatten_params,
-    load_recommender,
     mlflow_key,
     nested_run,
-    promote,
-    recommend_from_registry,
-    register_embeddings,
     start_run,
     tracking_uri,
     using_tracking_uri,
-    version_metric,
     with_retries,
+)
+from armor.tracking.serving import (
+    RecommenderPyfunc,
+    RequestError,
+    answer_requests,
+    load_registered_model,
+    recommend_from_registry,
 )
 
 __all__ = [
     "CHALLENGER", "CHAMPION", "DEFAULT_MODEL_NAME", "RecommenderPyfunc", "RequestError", "TrackedRun",
     "TrackingError", "alias_version", "answer_requests", "child_runs", "ensure_experiment", "flatten_params",
-    "load_recommender", "mlflow_key", "nested_run", "promote", "recommend_from_registry", "register_embeddings",
-    "start_run", "tracking_uri", "using_tracking_uri", "version_metric", "with_retries",
+    "load_registered_model", "mlflow_key", "nested_run", "promote", "recommend_from_registry",
+    "register_embeddings", "start_run", "tracking_uri", "using_tracking_uri", "version_metric", "with_retries",
 ]

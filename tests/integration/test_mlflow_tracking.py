@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -22,7 +23,6 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-import mlflow
 from armor.config import TrainConfig
 from armor.io import write_parquet
 from armor.models.base import EmbeddingRecommender
@@ -36,7 +36,7 @@ from armor.tracking import (
     answer_requests,
     child_runs,
     ensure_experiment,
-    load_recommender,
+    load_registered_model,
     nested_run,
     promote,
     recommend_from_registry,
@@ -198,7 +198,19 @@ def test_registry_promotion_and_the_champion_pyfunc(mlflow_server, tmp_path):
 
     # The champion answers what in-process retrieval over the same embeddings answers.
     index = ItemIndex.from_parquet(better / "item_embeddings.parquet")
-    champion = load_recommender(f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}", uri)
+    check_champion_answers(index, uri)
+
+    titled = load_registered_model(f"models:/{DEFAULT_MODEL_NAME}/{v3}", uri).predict(pd.DataFrame({"movie_id": [7]}))
+    later_ids = ItemIndex.from_parquet(later / "item_embeddings.parquet").similar([7], 10)[0][0]
+    assert titled["movie_id"].tolist() == later_ids.tolist()
+    assert titled["title"].tolist() == [f"Movie {m // 7 - 1} ({1990 + (m // 7 - 1) % 30})" for m in later_ids]
+
+    check_champion_from_the_command_line(index, uri, tmp_path)
+
+
+def check_champion_answers(index: ItemIndex, uri: str) -> None:
+    """The champion pyfunc, loaded from the registry, answers as ``index`` does in process."""
+    champion = load_registered_model(f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}", uri)
     requests = pd.DataFrame({"history": [HISTORIES[0], "700, 1400", HISTORIES[2], HISTORIES[3], None],
                              "movie_id": [None, None, None, None, 70], "k": [5, None, 3, None, 4]})
     answer = champion.predict(requests, params={"k": 8})
@@ -218,12 +230,9 @@ def test_registry_promotion_and_the_champion_pyfunc(mlflow_server, tmp_path):
     with pytest.raises(Exception, match="not in the index's catalogue: 8"):
         champion.predict(pd.DataFrame({"history": [[7, 8]]}))
 
-    titled = load_recommender(f"models:/{DEFAULT_MODEL_NAME}/{v3}", uri).predict(pd.DataFrame({"movie_id": [7]}))
-    later_ids = ItemIndex.from_parquet(later / "item_embeddings.parquet").similar([7], 10)[0][0]
-    assert titled["movie_id"].tolist() == later_ids.tolist()
-    assert titled["title"].tolist() == [f"Movie {m // 7 - 1} ({1990 + (m // 7 - 1) % 30})" for m in later_ids]
 
-    # The same champion from the command line, on a JSON and on a CSV request file.
+def check_champion_from_the_command_line(index: ItemIndex, uri: str, tmp_path: Path) -> None:
+    """The same champion from the command line, on a JSON and on a CSV request file."""
     (tmp_path / "input.json").write_text(json.dumps({
         "dataframe_records": [{"history": HISTORIES[0]}, {"history": "700,1400"}, {"movie_id": 70}],
         "params": {"k": 6}}))

@@ -10,15 +10,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from armor.data.synthetic import SyntheticConfig, SyntheticWorld
-from armor.tmdb.fixture import Faults, FixtureServer, load_catalogue
+from armor.tmdb.client import Credentials
+from armor.tmdb.fixture import Faults, FixtureServer
 from armor.tmdb.scrape import ScrapeStore
+from armor.tmdb.standin import load_catalogue
 from pipelines.scrape import add_arguments, config_from_args, scrape
 from tests.processes import kill_tree
 
 pytestmark = [pytest.mark.ray, pytest.mark.network, pytest.mark.slow]
 
 
-def test_killed_scrape_resumes_without_duplicates_or_losses(tmp_path, request, monkeypatch):
+def test_killed_scrape_resumes_without_duplicates_or_losses(tmp_path, request):
     ws = tmp_path / "ws"
     ws.mkdir()
     pq.write_table(SyntheticWorld(SyntheticConfig.preset("tiny")).movies(), ws / "movies.parquet")
@@ -43,11 +45,10 @@ def test_killed_scrape_resumes_without_duplicates_or_losses(tmp_path, request, m
         assert 0 < len(partial) < 80
 
         request.getfixturevalue("ray_local")
-        monkeypatch.setenv("TMDB_API_TOKEN", "t0k")
         parser = argparse.ArgumentParser()
         add_arguments(parser)
         config = config_from_args(parser.parse_args(["--workspace", str(ws), *flags]))
-        summary = scrape(ws, config)
+        summary = scrape(ws, config, Credentials(token="t0k"))
         assert summary["requested_this_run"] == 80 - len(set(partial))  # finished ones were not redone
 
     table = store.read()

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pytest
 
-import mlflow
 from armor.errors import ConfigError
 from pipelines.train import TrainJob
 from pipelines.tune import TuneJob, add_arguments, best_sample, job_from_args, sweep

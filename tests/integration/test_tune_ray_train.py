@@ -5,9 +5,9 @@ Train V2 inside concurrent Tune trials needs the dashboard (see STACK_NOTES); `a
 starts its own runtime with it.
 """
 
+import mlflow
 import pytest
 
-import mlflow
 from pipelines.tune import main
 from tests.workspaces import make_workspace
 

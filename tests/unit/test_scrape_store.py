@@ -8,7 +8,8 @@ import pytest
 
 from armor.config import ScrapeConfig
 from armor.errors import ConfigError
-from armor.tmdb.fixture import FixtureServer, load_catalogue
+from armor.tmdb.client import Credentials
+from armor.tmdb.fixture import FixtureServer
 from armor.tmdb.scrape import (
     SCRAPE_SCHEMA,
     ScrapeStore,
@@ -18,6 +19,7 @@ from armor.tmdb.scrape import (
     pending_requests,
     scrape_batch,
 )
+from armor.tmdb.standin import load_catalogue
 
 
 def rows(movie_ids, status, t, poster=b"p"):
@@ -82,7 +84,7 @@ def test_scrape_config_validation_and_rate_share():
         ScrapeConfig(missing_modality="drop")
 
 
-def test_scrape_batch_links_by_title_when_there_is_no_tmdb_id(tmp_path, monkeypatch):
+def test_scrape_batch_links_by_title_when_there_is_no_tmdb_id(tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
     movies = pa.table({"movie_id": pa.array([1, 2], pa.int32()), "title": ["Matrix, The", "Nonexistent Film Xyz"],
@@ -91,11 +93,10 @@ def test_scrape_batch_links_by_title_when_there_is_no_tmdb_id(tmp_path, monkeypa
     pq.write_table(movies, ws / "movies.parquet")
     catalogue = [m for m in load_catalogue(ws) if m.movie_id == 1]  # the server knows only The Matrix
     with FixtureServer(catalogue) as server:
-        monkeypatch.setenv("TMDB_API_TOKEN", server.token)
         config = ScrapeConfig(**server.client_urls())
 
         async def go():
-            async with make_client(config) as client:
+            async with make_client(config, Credentials(token=server.token)) as client:
                 return await scrape_batch(client, movies.select(["movie_id", "title", "year", "tmdb_id"]).to_pylist(),
                                           config.link_threshold)
 

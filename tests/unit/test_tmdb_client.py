@@ -13,26 +13,20 @@ from collections import Counter
 import pytest
 from PIL import Image, ImageFile
 
+from armor.config import ScrapeConfig
 from armor.errors import ArmorError, ConfigError
 from armor.tmdb.client import (
     POSTER_PATH_RE,
     AuthError,
     Credentials,
+    RateLimiter,
     TMDBClient,
     check_image,
     pick_trailer_key,
     redact_url,
 )
-from armor.tmdb.fixture import (
-    MALICIOUS_POSTER_PATHS,
-    Faults,
-    FixtureMovie,
-    FixtureServer,
-    bomb_png,
-    corrupt,
-    placeholder_jpeg,
-    truncate,
-)
+from armor.tmdb.fixture import MALICIOUS_POSTER_PATHS, Faults, FixtureServer
+from armor.tmdb.standin import FixtureMovie, bomb_png, corrupt, placeholder_jpeg, truncate
 
 pytestmark = pytest.mark.network
 
@@ -66,10 +60,15 @@ def serve(movies=None, **faults) -> FixtureServer:
                          token=TOKEN, api_key=API_KEY)
 
 
-def client_for(server: FixtureServer, **kwargs) -> TMDBClient:
-    options = {"token": TOKEN, "backoff_base": 0.01, "seed": 0, "rate": 1000.0, "environ": {}}
-    options.update(kwargs)
-    return TMDBClient(**server.client_urls(), **options)
+def config_for(server: FixtureServer, **settings) -> ScrapeConfig:
+    """Settings pointing at ``server``, with fast retries, a fixed jitter seed and a rate that never binds."""
+    return ScrapeConfig(**{**server.client_urls(), "backoff_base": 0.01, "seed": 0, "rate_limit": 1000.0, **settings})
+
+
+def client_for(server: FixtureServer, *, token: str | None = TOKEN, api_key: str | None = None,
+               environ: dict[str, str] | None = None, **settings) -> TMDBClient:
+    credentials = Credentials.resolve(token, api_key, environ={} if environ is None else environ)
+    return TMDBClient(config_for(server, **settings), credentials)
 
 
 def fetch(server: FixtureServer, ids, **kwargs) -> tuple[list[dict], TMDBClient]:
@@ -212,7 +211,7 @@ def test_401_fails_fast(creds):
 
 def test_credentials_from_environment_and_precedence():
     with pytest.raises(AuthError) as info:
-        TMDBClient(environ={})
+        Credentials.resolve(environ={})
     assert "TMDB_API_TOKEN" in str(info.value) and "TMDB_API_KEY" in str(info.value)
     assert Credentials.resolve(environ={"TMDB_API_TOKEN": TOKEN, "TMDB_API_KEY": API_KEY}).mode == "bearer"
     assert Credentials.resolve(environ={"TMDB_API_KEY": API_KEY}).mode == "api_key"
@@ -385,7 +384,7 @@ def test_rate_limit_holds_at_the_server_in_every_sliding_second():
     rate, burst, n_movies = 25.0, 5, 36  # 3 requests per movie: 108 requests
     with serve(catalogue(n_movies)) as server:
         started = time.monotonic()
-        rows = run_concurrently(server, n_movies, 16, rate=rate, burst=burst)
+        rows = run_concurrently(server, n_movies, 16, rate_limit=rate, burst=burst)
         elapsed = time.monotonic() - started
         times = [r.t for r in server.requests]
     assert {row["status"] for row in rows} == {"ok"} and len(times) == 3 * n_movies
@@ -398,7 +397,7 @@ def test_rate_limit_holds_at_the_server_in_every_sliding_second():
 
     # Control: without the limit the same load goes far over it, so the check above can fail.
     with serve(catalogue(n_movies)) as server:
-        run_concurrently(server, n_movies, 16, rate=1e6, burst=1000)
+        run_concurrently(server, n_movies, 16, rate_limit=1e6, burst=1000)
         assert max_in_window([r.t for r in server.requests]) > 2 * (rate + burst)
 
 
@@ -417,9 +416,20 @@ def test_search_movie_returns_tmdb_results():
     assert len(many) == 6
 
 
-@pytest.mark.parametrize("kwargs, field", [({"poster_size": "../x"}, "poster_size"), ({"api_url": "ftp://x"}, "api_url"),
-                                           ({"rate": 0}, "rate"), ({"max_attempts": 0}, "max_attempts"),
-                                           ({"burst": 0}, "burst")])
-def test_bad_settings_name_the_setting(kwargs, field):
-    with pytest.raises(ConfigError, match=field):
-        TMDBClient(token=TOKEN, **kwargs)
+@pytest.mark.parametrize("field, value", [
+    ("poster_size", "../x"), ("api_url", "ftp://x"), ("image_url", "http://"), ("thumbnail_url", "http://[::1"),
+    ("rate_limit", 0), ("burst", 0), ("max_attempts", 0), ("max_connections", 1.5), ("total_timeout", 0),
+    ("connect_timeout", -1.0), ("backoff_base", -0.1), ("backoff_cap", 0), ("retry_after_cap", 0),
+    ("max_json_bytes", 0), ("max_image_bytes", 2.5), ("max_image_pixels", 0), ("language", " "), ("seed", "x"),
+])
+def test_bad_settings_name_the_setting(field, value):
+    # Checked once, where the setting is made: a client is only ever built from a valid ScrapeConfig.
+    with pytest.raises(ConfigError, match=rf"^scrape\.{field}: "):
+        ScrapeConfig(**{field: value})
+
+
+def test_a_shared_rate_limiter_checks_its_own_settings():
+    with pytest.raises(ConfigError, match="^rate: "):
+        RateLimiter(0)
+    with pytest.raises(ConfigError, match="^burst: "):
+        RateLimiter(10.0, burst=0)

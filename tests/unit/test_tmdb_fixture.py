@@ -20,15 +20,13 @@ from PIL import Image
 
 from armor.errors import ConfigError
 from armor.tmdb.client import check_image
-from armor.tmdb.fixture import (
+from armor.tmdb.fixture import Faults, FixtureServer, parse_ids
+from armor.tmdb.standin import (
     WORKSPACE_TMDB_BASE,
-    Faults,
     FixtureMovie,
-    FixtureServer,
     bomb_png,
     default_standin_content,
     load_catalogue,
-    parse_ids,
     placeholder_jpeg,
     youtube_key,
 )

@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 
-from armor.tmdb.client import AuthError, TMDBClient
-from armor.tmdb.fixture import Faults, FixtureMovie, FixtureServer
+from armor.config import ScrapeConfig
+from armor.tmdb.client import AuthError, Credentials, TMDBClient
+from armor.tmdb.fixture import Faults, FixtureServer
 from armor.tmdb.linking import link_movie, link_movies, normalise_title, title_similarity, year_factor
+from armor.tmdb.standin import FixtureMovie
 
 TOKEN = "linking-test-token"
 
@@ -80,8 +82,8 @@ def catalogue() -> list[FixtureMovie]:
 
 def link(server: FixtureServer, *args, **kwargs) -> dict:
     async def go():
-        async with TMDBClient(token=TOKEN, **server.client_urls(), backoff_base=0.0, environ={},
-                              **kwargs.pop("client", {})) as client:
+        config = ScrapeConfig(**server.client_urls(), backoff_base=0.0, **kwargs.pop("client", {}))
+        async with TMDBClient(config, Credentials(token=TOKEN)) as client:
             return await link_movie(client, *args, **kwargs)
 
     return asyncio.run(go())
@@ -141,7 +143,7 @@ def test_search_failures_and_auth():
 
 def test_link_movies_keeps_input_order(server):
     async def go():
-        async with TMDBClient(token=TOKEN, **server.client_urls(), environ={}) as client:
+        async with TMDBClient(ScrapeConfig(**server.client_urls()), Credentials(token=TOKEN)) as client:
             return await link_movies(client, [(1, "Heat", 1995), (2, "Matrix, The", 1999), (3, "Nope", 2000)],
                                      concurrency=3)
 

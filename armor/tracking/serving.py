@@ -1,0 +1,211 @@
+"""Serving ARMoR from MLflow: a pyfunc recommender over item embeddings, its request format and loader.
+
+The pyfunc's request and answer (also what ``mlflow models predict`` reads and writes):
+
+- input: a DataFrame, one request per row, with a column ``history`` (a list of movie ids, or
+  one string "1,2,3") for a user's top-K, and/or ``movie_id`` (one id) for the K movies most
+  similar to it; each row has exactly one of the two. ``k`` per row (column) or per call
+  (param ``k``), default 10; ``exclude_history`` param (default true) drops the history's own
+  movies from its answer (the query movie is always dropped from its own answer).
+- output: a long DataFrame, one row per recommendation: ``query`` (0-based position of the
+  request row), ``rank`` (1-based), ``movie_id``, ``score`` (cosine), and ``title`` when the
+  model was logged with the movies table. Long rather than one row of lists per request because
+  CSV and JSON carry it without nested types and ``mlflow models predict`` writes it as plain
+  records. A request never gets more answers than the catalogue has candidates.
+
+``mlflow.pyfunc.load_model`` exists only in MLflow's fluent API, so :func:`load_registered_model`
+runs it inside :func:`armor.tracking.runs.using_tracking_uri` (one at a time, not thread-safe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from armor.retrieval.index import ItemIndex, RetrievalError
+from armor.tracking.runs import using_tracking_uri
+
+DEFAULT_K = 10
+
+
+class RequestError(RetrievalError):
+    """A pyfunc request row that cannot be answered; names the row and the column."""
+
+
+def _row_ints(value: Any, row: int, column: str) -> list[int]:
+    if isinstance(value, str):
+        text = value.strip().strip("[]()")
+        parts = [p for p in re.split(r"[\s,;]+", text) if p]
+        values: Iterable[Any] = parts
+    elif isinstance(value, (list, tuple, np.ndarray, pd.Series)):
+        values = list(value)
+    else:
+        values = [value]
+    out = []
+    for v in values:
+        try:
+            number = float(v)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number) or number != int(number):
+            raise RequestError(f"row {row}: {column} {value!r}: {v!r} is not a movie id (an integer)")
+        out.append(int(number))
+    return out
+
+
+def _missing(value: Any) -> bool:
+    if isinstance(value, (list, tuple, np.ndarray, pd.Series)):
+        return False
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or bool(pd.isna(value))
+
+
+def _positive_int(value: Any, what: str) -> int:
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number) or number < 1:
+        raise RequestError(f"{what}: {value!r} is not a positive integer")
+    return int(number)
+
+
+def answer_requests(index: ItemIndex, requests: pd.DataFrame, k: int = DEFAULT_K, exclude_history: bool = True,
+                    titles: Mapping[int, str] | None = None) -> pd.DataFrame:
+    """The pyfunc's answer (see the module docstring) to a DataFrame of requests."""
+    if not isinstance(requests, pd.DataFrame):
+        requests = pd.DataFrame(requests)
+    if "history" not in requests.columns and "movie_id" not in requests.columns:
+        raise RequestError(f"requests need a 'history' or a 'movie_id' column; got columns {list(requests.columns)}")
+    default_k = _positive_int(k, "param k")
+    histories: dict[int, tuple[int, list[int]]] = {}
+    movies: dict[int, tuple[int, int]] = {}
+    for row, record in enumerate(requests.to_dict("records")):
+        history, movie = record.get("history"), record.get("movie_id")
+        has_history, has_movie = not _missing(history), not _missing(movie)
+        if has_history == has_movie:
+            raise RequestError(f"row {row}: give exactly one of 'history' (a user's movies) and 'movie_id' "
+                               f"(a query movie); got history={history!r}, movie_id={movie!r}")
+        row_k = default_k if _missing(record.get("k")) else _positive_int(record["k"], f"row {row}: k")
+        if has_history:
+            ids = _row_ints(history, row, "history")
+            if not ids:
+                raise RequestError(f"row {row}: history is empty; give at least one movie id")
+            histories[row] = (row_k, ids)
+        else:
+            ids = _row_ints(movie, row, "movie_id")
+            if len(ids) != 1:
+                raise RequestError(f"row {row}: movie_id {movie!r}: give one movie id per row")
+            movies[row] = (row_k, ids[0])
+
+    parts = []
+    for kind, requests_of_kind in (("history", histories), ("movie_id", movies)):
+        for row_k in sorted({kk for kk, _ in requests_of_kind.values()}):
+            rows = [r for r, (kk, _) in requests_of_kind.items() if kk == row_k]
+            queries = [requests_of_kind[r][1] for r in rows]
+            try:
+                if kind == "history":
+                    ids, scores = index.recommend_many(queries, row_k, exclude_history)
+                else:
+                    ids, scores = index.similar(queries, row_k)
+            except RetrievalError as exc:
+                raise RequestError(f"rows {rows[:10]}{'...' if len(rows) > 10 else ''}: {exc}") from exc
+            for row, row_ids, row_scores in zip(rows, ids, scores):
+                keep = row_ids >= 0
+                n = int(keep.sum())
+                parts.append(pd.DataFrame({"query": np.full(n, row, np.int64), "rank": np.arange(1, n + 1),
+                                           "movie_id": row_ids[keep].astype(np.int64),
+                                           "score": row_scores[keep].astype(np.float64)}))
+    columns = ["query", "rank", "movie_id", "score"]
+    out = (pd.concat(parts, ignore_index=True).sort_values(["query", "rank"], kind="stable").reset_index(drop=True)
+           if parts else pd.DataFrame({c: pd.Series(dtype="int64" if c != "score" else "float64") for c in columns}))
+    if titles is not None:
+        out["title"] = [titles.get(int(m), "") for m in out["movie_id"]]
+    return out
+
+
+class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
+    """History (or a movie) -> top-K movies by cosine over the logged item embeddings (exact FAISS)."""
+
+    def load_context(self, context) -> None:
+        self.index = ItemIndex.from_parquet(context.artifacts["item_embeddings"], kind="flat")
+        self.titles = None
+        movies = context.artifacts.get("movies")
+        if movies:
+            import pyarrow.parquet as pq
+
+            from armor.data.schema import display_title
+
+            table = pq.read_table(movies, columns=["movie_id", "title", "year"]).to_pylist()
+            self.titles = {r["movie_id"]: display_title(r["title"], r["year"]) for r in table}
+
+    # The DataFrame hints tell MLflow not to infer a schema from them (the explicit signature
+    # holds it) and keep it from warning at class definition, i.e. at import.
+    def predict(self, context, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        params = params or {}
+        return answer_requests(self.index, model_input, k=params.get("k", DEFAULT_K),
+                               exclude_history=_as_bool(params.get("exclude_history", True)), titles=self.titles)
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no", "")
+    return bool(value)
+
+
+def model_signature(with_titles: bool = False):
+    """Inputs: optional ``history``, ``movie_id``, ``k`` (any type: lists, strings and missing values
+    pass MLflow's schema enforcement and are checked here instead); params ``k``, ``exclude_history``."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec(AnyType(), "history", required=False), ColSpec(AnyType(), "movie_id", required=False),
+                     ColSpec(AnyType(), "k", required=False)])
+    outputs = [ColSpec("long", "query"), ColSpec("long", "rank"), ColSpec("long", "movie_id"),
+               ColSpec("double", "score")]
+    if with_titles:
+        outputs.append(ColSpec("string", "title"))
+    params = ParamSchema([ParamSpec("k", "long", DEFAULT_K), ParamSpec("exclude_history", "boolean", True)])
+    return ModelSignature(inputs=inputs, outputs=Schema(outputs), params=params)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned versions of what the pyfunc imports, as installed here (faiss-gpu when faiss-cpu is absent)."""
+    out = []
+    for package in ("mlflow", "faiss-cpu", "numpy", "pandas", "pyarrow", "scipy"):
+        try:
+            out.append(f"{package}=={importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            # faiss-gpu installs the same module under another distribution name.
+            if package == "faiss-cpu":
+                with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                    out.append(f"faiss-gpu=={importlib.metadata.version('faiss-gpu')}")
+    return out
+
+
+def load_registered_model(model_uri: str, uri: str | None = None):
+    """The pyfunc at ``model_uri`` (``models:/armor-item-embeddings@champion``, ``runs:/...``)."""
+    with using_tracking_uri(uri):
+        return mlflow.pyfunc.load_model(model_uri)
+
+
+def recommend_from_registry(model_uri: str, history: Sequence[int] | str, k: int = DEFAULT_K,
+                            uri: str | None = None) -> pd.DataFrame:
+    """Top-``k`` for one history from a registered model: a DataFrame rank, movie_id, score (, title).
+
+    The alias is resolved at each call, so a moved ``champion`` answers the next request.
+    """
+    model = load_registered_model(model_uri, uri)
+    history = history if isinstance(history, str) else [int(m) for m in history]
+    answer = model.predict(pd.DataFrame({"history": [history]}), params={"k": int(k)})
+    return answer.drop(columns=["query"]).reset_index(drop=True)
