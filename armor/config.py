@@ -157,31 +157,32 @@ class ScrapeConfig:
     filled in downstream (and says how many).
     """
 
-    api_url: str = "https://api.themoviedb.org"
-    image_url: str = "https://image.tmdb.org/t/p"
-    thumbnail_url: str = "https://img.youtube.com"
-    poster_size: str = "w500"
-    rate_limit: float = 40.0
-    burst: int | None = None
-    actors: int = 2
-    batch_size: int = 16
-    max_connections: int = 16  # per client
-    max_attempts: int = 5  # per URL, the first try included
-    link_threshold: float = 0.6
-    missing_modality: MissingModalityPolicy = "exclude"
-    total_timeout: float = 30.0  # seconds for one request, body included
-    connect_timeout: float = 10.0
-    backoff_base: float = 0.5  # a retry waits up to base * 2**(attempt - 1) s (full jitter), at most backoff_cap
-    backoff_cap: float = 30.0
-    retry_after_cap: float = 60.0  # a server's Retry-After is honoured up to this many seconds
-    max_json_bytes: int = 5 * 2**20
-    max_image_bytes: int = 10 * 2**20
-    max_image_pixels: int = 40_000_000  # declared in the image header; checked before decoding
-    language: str | None = None  # TMDB's language parameter (e.g. "en-US"); None: TMDB's default
-    seed: int | None = None  # of the retry jitter; None: different on every run
+    tmdb_api_url: str = setting("https://api.themoviedb.org", "TMDB API base: requests go to URL/3/...")
+    tmdb_image_url: str = setting("https://image.tmdb.org/t/p", "TMDB image CDN: posters at URL/SIZE/POSTER_PATH")
+    thumbnail_url: str = setting("https://img.youtube.com", "trailer thumbnails at URL/vi/KEY/hqdefault.jpg")
+    poster_size: str = setting("w500", "TMDB poster size (w92 ... w780, original)")
+    rate_limit: float = setting(40.0, "requests/s for the whole job, shared out across the actors")
+    burst: int | None = setting(None, "token-bucket burst for the whole job (default rate_limit / 4)")
+    actors: int = setting(2, "scraper actors")
+    batch_size: int = setting(16, "movies per batch (one Parquet part each)")
+    max_connections: int = setting(16, "open connections per actor")
+    max_attempts: int = setting(5, "tries per URL, the first included")
+    link_threshold: float = setting(0.6, "minimum title/year match confidence when linking by search")
+    missing_modality: MissingModalityPolicy = setting("exclude", "movies lacking a modality: count them as out of "
+                                                                 "the multimodal benchmark (the paper) or keep them")
+    total_timeout: float = setting(30.0, "seconds for one request, body included")
+    connect_timeout: float = setting(10.0, "seconds to connect")
+    backoff_base: float = setting(0.5, "a retry waits up to base * 2**(attempt - 1) s (full jitter)")
+    backoff_cap: float = setting(30.0, "the longest retry wait, in seconds")
+    retry_after_cap: float = setting(60.0, "a server's Retry-After is honoured up to this many seconds")
+    max_json_bytes: int = setting(5 * 2**20, "largest API response accepted")
+    max_image_bytes: int = setting(10 * 2**20, "largest image accepted")
+    max_image_pixels: int = setting(40_000_000, "largest image (declared in its header, checked before decoding)")
+    language: str | None = setting(None, "TMDB's language parameter, e.g. en-US (default: TMDB's)")
+    seed: int | None = setting(None, "seed of the retry jitter (default: different on every run)")
 
     def __post_init__(self) -> None:
-        for name in ("api_url", "image_url", "thumbnail_url"):
+        for name in ("tmdb_api_url", "tmdb_image_url", "thumbnail_url"):
             _check(_is_http_url(getattr(self, name)), f"scrape.{name}",
                    f"must be an http(s) URL, got {getattr(self, name)!r}")
         _check(isinstance(self.poster_size, str) and _POSTER_SIZE.fullmatch(self.poster_size) is not None,

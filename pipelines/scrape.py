@@ -22,11 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from armor.config import ScrapeConfig
-from pipelines.cli import add_common, stage_main
+from pipelines.cli import add_common, add_dataclass_arguments, dataclass_from_args, stage_main
 from pipelines.tracking import add_tracking_arguments, stage_run, tracking_from_args
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from armor.tmdb.client import Credentials
+    from armor.tmdb.scrape import ScrapeStore
 
 log = logging.getLogger("armor.scrape")
 
@@ -48,7 +51,7 @@ class ScrapeWorker:
         self.rate, self.burst = config.per_actor_rate()
         self.limiter = None
 
-    async def __call__(self, batch):  # noqa: ANN001 - a pyarrow Table from Ray Data
+    async def __call__(self, batch: pa.Table) -> dict[str, Any]:
         import numpy as np
 
         from armor.tmdb.client import RateLimiter
@@ -72,40 +75,17 @@ class ScrapeWorker:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = ScrapeConfig()
     parser.add_argument("--workspace", required=True, type=Path, help="workspace written by `armor data prepare`")
-    parser.add_argument("--tmdb-api-url", default=defaults.api_url, help="requests go to URL/3/...")
-    parser.add_argument("--tmdb-image-url", default=defaults.image_url, help="posters at URL/SIZE/POSTER_PATH")
-    parser.add_argument("--thumbnail-url", default=defaults.thumbnail_url,
-                        help="trailer thumbnails at URL/vi/KEY/hqdefault.jpg")
-    parser.add_argument("--poster-size", default=defaults.poster_size)
-    parser.add_argument("--rate-limit", type=float, default=defaults.rate_limit,
-                        help="requests/s for the whole job, shared out across actors (default 40)")
-    parser.add_argument("--burst", type=int, default=None, help="token-bucket burst for the whole job")
-    parser.add_argument("--actors", type=int, default=defaults.actors, help="scraper actors (default 2)")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="movies per batch")
-    parser.add_argument("--max-attempts", type=int, default=defaults.max_attempts)
-    parser.add_argument("--link-threshold", type=float, default=defaults.link_threshold,
-                        help="minimum title/year match confidence when linking by search")
-    parser.add_argument("--missing-modality", choices=("exclude", "impute"), default=defaults.missing_modality,
-                        help="movies lacking a modality: exclude them from the multimodal benchmark (the "
-                        "paper) or impute the missing modality downstream")
+    add_dataclass_arguments(parser, ScrapeConfig)
     parser.add_argument("--limit", type=int, default=None, help="scrape only the first N pending movies")
     add_tracking_arguments(parser)
     add_common(parser)
 
 
-def config_from_args(args: argparse.Namespace) -> ScrapeConfig:
-    return ScrapeConfig(api_url=args.tmdb_api_url, image_url=args.tmdb_image_url, thumbnail_url=args.thumbnail_url,
-                        poster_size=args.poster_size, rate_limit=args.rate_limit, burst=args.burst,
-                        actors=args.actors, batch_size=args.batch_size, max_attempts=args.max_attempts,
-                        link_threshold=args.link_threshold, missing_modality=args.missing_modality)
-
-
 def run(args: argparse.Namespace) -> int:
     from armor.tmdb.client import Credentials
 
-    config = config_from_args(args)
+    config = dataclass_from_args(ScrapeConfig, args)
     credentials = Credentials.resolve(environ=os.environ)  # AuthError naming both variables when neither is set
     with stage_run("scrape", args.workspace, config, tracking=tracking_from_args(args)) as tracked:
         summary = scrape(args.workspace, config, credentials, limit=args.limit)
@@ -171,7 +151,7 @@ class _Progress:
     started: float = dataclasses.field(default_factory=time.monotonic)  # reset once Ray is up
 
 
-def _scrape_on_ray(todo, config: ScrapeConfig, credentials: Credentials, store,  # noqa: ANN001
+def _scrape_on_ray(todo: pa.Table, config: ScrapeConfig, credentials: Credentials, store: ScrapeStore,
                    progress: _Progress) -> None:
     """Scrape ``todo`` (a pyarrow Table of requests) with a pool of ScrapeWorker actors into ``store``."""
     import pyarrow as pa
@@ -214,7 +194,7 @@ def _scrape_on_ray(todo, config: ScrapeConfig, credentials: Credentials, store, 
             bar.close()
 
 
-def _summary(movies, todo, store, config: ScrapeConfig, progress: _Progress,  # noqa: ANN001
+def _summary(movies: pa.Table, todo: pa.Table, store: ScrapeStore, config: ScrapeConfig, progress: _Progress,
              elapsed: float) -> dict[str, Any]:
     from armor.tmdb.scrape import modality_coverage, multimodal_movie_ids
 
@@ -235,7 +215,7 @@ def _summary(movies, todo, store, config: ScrapeConfig, progress: _Progress,  # 
     }
 
 
-def _value_counts(column) -> tuple[list[str], list[int]]:  # noqa: ANN001
+def _value_counts(column: pa.ChunkedArray) -> tuple[list[str], list[int]]:
     import pyarrow.compute as pc
 
     counts = pc.value_counts(column)

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
         await server.start()
         urls = server.client_urls()
-        log.info("api_url=%s image_url=%s thumbnail_url=%s", urls["api_url"], urls["image_url"],
+        log.info("tmdb_api_url=%s tmdb_image_url=%s thumbnail_url=%s", urls["tmdb_api_url"], urls["tmdb_image_url"],
                  urls["thumbnail_url"])
         log.info("auth: %s", "none" if args.no_auth else "the --token bearer token or the --api-key key")
         log.info("faults: %s", faults_json(faults))

@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -180,7 +180,7 @@ class ItemIndex:
         log.info("FAISS %s index of %d movies on GPU 0", self.kind, len(self))
 
     @classmethod
-    def from_parquet(cls, path: str | Path, **kwargs) -> ItemIndex:
+    def from_parquet(cls, path: str | Path, **kwargs: Any) -> ItemIndex:
         """An index over an ``item_embeddings.parquet`` (movie_id int32, embedding list<float32>)."""
         try:
             table = pq.read_table(path, columns=["movie_id", "embedding"])

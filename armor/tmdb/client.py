@@ -23,7 +23,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -136,7 +136,8 @@ class RateLimiter:
     event loop) to give them a common budget.
     """
 
-    def __init__(self, rate: float = 40.0, burst: int | None = None, *, clock=time.monotonic):  # noqa: ANN001
+    def __init__(self, rate: float = 40.0, burst: int | None = None, *,
+                 clock: Callable[[], float] = time.monotonic):
         if not rate > 0:
             raise ConfigError(f"rate: must be > 0 requests per second, got {rate!r}")
         if burst is None:
@@ -318,8 +319,8 @@ class TMDBClient:
     def __init__(self, config: ScrapeConfig, credentials: Credentials, *, rate_limiter: RateLimiter | None = None):
         self.config = config
         self._credentials = credentials
-        self.api_url = URL(config.api_url.rstrip("/"))
-        self.image_url = config.image_url.rstrip("/")
+        self.api_url = URL(config.tmdb_api_url.rstrip("/"))
+        self.image_url = config.tmdb_image_url.rstrip("/")
         self.thumbnail_url = config.thumbnail_url.rstrip("/")
         self.limiter = rate_limiter if rate_limiter is not None else RateLimiter(config.rate_limit, config.burst)
         self.timeout = aiohttp.ClientTimeout(total=config.total_timeout, connect=config.connect_timeout)

@@ -28,7 +28,7 @@ import threading
 import time
 import unicodedata
 import zlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -185,8 +185,8 @@ class FixtureServer:
         return f"http://{self.host}:{self.port}"
 
     def client_urls(self) -> dict[str, str]:
-        """ScrapeConfig keyword arguments (api_url, image_url, thumbnail_url) that point a client here."""
-        return {"api_url": self.url, "image_url": f"{self.url}/t/p", "thumbnail_url": self.url}
+        """ScrapeConfig keyword arguments (tmdb_api_url, tmdb_image_url, thumbnail_url) that point a client here."""
+        return {"tmdb_api_url": self.url, "tmdb_image_url": f"{self.url}/t/p", "thumbnail_url": self.url}
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -334,7 +334,7 @@ class FixtureServer:
         finally:
             self._record(request, kind, status, started, creds)
 
-    def _transient_fault(self, request: web.Request, kind: str):  # noqa: ANN202 - an awaitable or None
+    def _transient_fault(self, request: web.Request, kind: str) -> Awaitable[web.StreamResponse] | None:
         faults = self.faults
         if kind not in faults.kinds:
             return None

@@ -29,6 +29,7 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.models import ModelSignature
 
 from armor.retrieval.index import ItemIndex, RetrievalError
 from armor.tracking.runs import using_tracking_uri
@@ -136,7 +137,7 @@ def answer_requests(index: ItemIndex, requests: pd.DataFrame, k: int = DEFAULT_K
 class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
     """History (or a movie) -> top-K movies by cosine over the logged item embeddings (exact FAISS)."""
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.index = ItemIndex.from_parquet(context.artifacts["item_embeddings"], kind="flat")
         self.titles = None
         movies = context.artifacts.get("movies")
@@ -150,7 +151,7 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
 
     # The DataFrame hints tell MLflow not to infer a schema from them (the explicit signature
     # holds it) and keep it from warning at class definition, i.e. at import.
-    def predict(self, context, model_input: pd.DataFrame,
+    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
         params = params or {}
         return answer_requests(self.index, model_input, k=params.get("k", DEFAULT_K),
@@ -163,10 +164,9 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
-def model_signature(with_titles: bool = False):
+def model_signature(with_titles: bool = False) -> ModelSignature:
     """Inputs: optional ``history``, ``movie_id``, ``k`` (any type: lists, strings and missing values
     pass MLflow's schema enforcement and are checked here instead); params ``k``, ``exclude_history``."""
-    from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema([ColSpec(AnyType(), "history", required=False), ColSpec(AnyType(), "movie_id", required=False),
@@ -193,7 +193,7 @@ def pip_requirements() -> list[str]:
     return out
 
 
-def load_registered_model(model_uri: str, uri: str | None = None):
+def load_registered_model(model_uri: str, uri: str | None = None) -> mlflow.pyfunc.PyFuncModel:
     """The pyfunc at ``model_uri`` (``models:/armor-item-embeddings@champion``, ``runs:/...``)."""
     with using_tracking_uri(uri):
         return mlflow.pyfunc.load_model(model_uri)

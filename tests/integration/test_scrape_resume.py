@@ -9,12 +9,14 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
+from armor.config import ScrapeConfig
 from armor.data.synthetic import SyntheticConfig, SyntheticWorld
 from armor.tmdb.client import Credentials
 from armor.tmdb.fixture import Faults, FixtureServer
 from armor.tmdb.scrape import ScrapeStore
 from armor.tmdb.standin import load_catalogue
-from pipelines.scrape import add_arguments, config_from_args, scrape
+from pipelines.cli import dataclass_from_args
+from pipelines.scrape import add_arguments, scrape
 from tests.processes import kill_tree
 
 pytestmark = [pytest.mark.ray, pytest.mark.network, pytest.mark.slow]
@@ -26,7 +28,7 @@ def test_killed_scrape_resumes_without_duplicates_or_losses(tmp_path, request):
     pq.write_table(SyntheticWorld(SyntheticConfig.preset("tiny")).movies(), ws / "movies.parquet")
     with FixtureServer(load_catalogue("synthetic:tiny"), faults=Faults(latency=0.05), token="t0k") as server:
         urls = server.client_urls()
-        flags = ["--tmdb-api-url", urls["api_url"], "--tmdb-image-url", urls["image_url"],
+        flags = ["--tmdb-api-url", urls["tmdb_api_url"], "--tmdb-image-url", urls["tmdb_image_url"],
                  "--thumbnail-url", urls["thumbnail_url"], "--rate-limit", "30", "--batch-size", "4"]
         env = {**os.environ, "TMDB_API_TOKEN": "t0k", "RAY_USAGE_STATS_ENABLED": "0"}
         job = subprocess.Popen([sys.executable, "-m", "pipelines.scrape", "--workspace", str(ws), *flags, "-q"],
@@ -47,7 +49,7 @@ def test_killed_scrape_resumes_without_duplicates_or_losses(tmp_path, request):
         request.getfixturevalue("ray_local")
         parser = argparse.ArgumentParser()
         add_arguments(parser)
-        config = config_from_args(parser.parse_args(["--workspace", str(ws), *flags]))
+        config = dataclass_from_args(ScrapeConfig, parser.parse_args(["--workspace", str(ws), *flags]))
         summary = scrape(ws, config, Credentials(token="t0k"))
         assert summary["requested_this_run"] == 80 - len(set(partial))  # finished ones were not redone
 

@@ -417,7 +417,7 @@ def test_search_movie_returns_tmdb_results():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("poster_size", "../x"), ("api_url", "ftp://x"), ("image_url", "http://"), ("thumbnail_url", "http://[::1"),
+    ("poster_size", "../x"), ("tmdb_api_url", "ftp://x"), ("tmdb_image_url", "http://"), ("thumbnail_url", "http://[::1"),
     ("rate_limit", 0), ("burst", 0), ("max_attempts", 0), ("max_connections", 1.5), ("total_timeout", 0),
     ("connect_timeout", -1.0), ("backoff_base", -0.1), ("backoff_cap", 0), ("retry_after_cap", 0),
     ("max_json_bytes", 0), ("max_image_bytes", 2.5), ("max_image_pixels", 0), ("language", " "), ("seed", "x"),

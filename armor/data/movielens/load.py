@@ -62,7 +62,7 @@ def _canonical_ratings(table: pa.Table, user: str, movie: str, rating: str, ts: 
                      "timestamp": table[ts]})
 
 
-def _load_ml100k(files: dict[str, Path]):
+def _load_ml100k(files: dict[str, Path]) -> tuple[pa.Table, TextFile, pa.Table, TextFile]:
     ratings_file = TextFile(files["ratings"], "\t", "tabs")
     names = ["user id", "item id", "rating", "timestamp"]
     ratings = _canonical_ratings(read(ratings_file, names, _ratings_types(*names)), *names)
@@ -87,7 +87,7 @@ def _load_ml100k(files: dict[str, Path]):
     return ratings, ratings_file, movies, movies_file
 
 
-def _load_atomic(files: dict[str, Path]):
+def _load_atomic(files: dict[str, Path]) -> tuple[pa.Table, TextFile, pa.Table, TextFile]:
     inter_path, item_path = files["ratings"], files["movies"]
     fields = read_header(inter_path, None, "\t")
     names = [x.split(":", 1)[0] for x in fields]
@@ -132,7 +132,7 @@ def _load_atomic(files: dict[str, Path]):
     return ratings, ratings_file, movies, movies_file
 
 
-def _load_ml1m(files: dict[str, Path]):
+def _load_ml1m(files: dict[str, Path]) -> tuple[pa.Table, TextFile, pa.Table, TextFile]:
     ratings_file = dat_file(files["ratings"])
     names = ["UserID", "MovieID", "Rating", "Timestamp"]
     ratings = _canonical_ratings(read(ratings_file, names, _ratings_types(*names)), *names)
@@ -145,7 +145,7 @@ def _load_ml1m(files: dict[str, Path]):
     return ratings, ratings_file, movies, movies_file
 
 
-def _load_latest(files: dict[str, Path]):
+def _load_latest(files: dict[str, Path]) -> tuple[pa.Table, TextFile, pa.Table, TextFile]:
     names = ["userId", "movieId", "rating", "timestamp"]
     read_header(files["ratings"], names, ",")
     ratings_file = TextFile(files["ratings"], ",", "commas", header_lines=1, quoted=True)
@@ -213,7 +213,8 @@ def _genres_from_flags(mask: np.ndarray, names: Sequence[str]) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values)
 
 
-def _movies_table(movie_id, title, year, genres, imdb=None, tmdb=None) -> pa.Table:
+def _movies_table(movie_id: pa.Array, title: pa.Array, year: pa.Array, genres: pa.Array,
+                  imdb: pa.Array | None = None, tmdb: pa.Array | None = None) -> pa.Table:
     n = len(movie_id)
     if imdb is None:
         imdb = pa.nulls(n, pa.string())

@@ -39,7 +39,7 @@ class TextFile:
     _nonempty: np.ndarray | None = None
     _counted: bool = False
 
-    def source(self):
+    def source(self) -> pa.BufferReader | str:
         return pa.BufferReader(self.data) if self.data is not None else str(self.path)
 
     def line_of_ordinal(self, ordinal: int) -> int:

@@ -251,10 +251,10 @@ TITLE_SPACE = sum(_TITLE_PATTERN_SIZES)
 
 def title_at(index: int) -> str:
     """Decode a point of the title space; distinct indices give distinct strings."""
-    for pattern, size in enumerate(_TITLE_PATTERN_SIZES):
-        if index < size:
-            break
-        index -= size
+    pattern = 0
+    while index >= _TITLE_PATTERN_SIZES[pattern]:
+        index -= _TITLE_PATTERN_SIZES[pattern]
+        pattern += 1
     if pattern < 3:
         adjective, noun = _TITLE_ADJECTIVES[index // _NN], _TITLE_NOUNS[index % _NN]
         if pattern == 0:
