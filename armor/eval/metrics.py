@@ -1,8 +1,12 @@
 """Top-K ranking metrics, vectorised over a batch of users (pure numpy).
 
 Conventions (the report states them):
-- Ranking order is score descending, then item index ascending: ties never depend on hashing,
-  threads or the sort algorithm.
+- Ranking order is score descending; items with equal scores are ordered by a seeded random key
+  per (user id, movie id) (``TieOrder``), so a tie never rewards a model: a constant-score model
+  ranks like a random one. Breaking ties by lowest movie index instead would rank popular titles
+  (low ids on MovieLens) first and let a constant model beat random about 3x. The key is a hash,
+  so the order does not depend on batching, threads or the sort algorithm. Without a TieOrder
+  (``top_k(scores, k)``) ties go to the lower catalogue index: the deterministic rule serving uses.
 - Items scored ``-inf`` are excluded (the caller sets training items to ``-inf``); they are never
   recommended, so a list can be shorter than K when K exceeds the candidate count.
 - Recall@K = hits in the top K / |relevant|; NDCG@K uses binary gains and the ideal DCG of
@@ -18,8 +22,46 @@ import torch
 METRIC_NAMES = ("recall", "ndcg", "hr", "mrr")
 
 
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic top-k of each row: (indices (B, k'), valid (B, k')), k' = min(k, n_items).
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    # A counter-based hash: the value for an input depends on nothing else.
+    x = x + np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def pair_hash(seed: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """uint64 hash of (seed, user, item), broadcast over ``users`` and ``items``."""
+    with np.errstate(over="ignore"):
+        salt = _splitmix64(np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
+        return _splitmix64(_splitmix64(np.asarray(users, dtype=np.uint64) + salt) + np.asarray(items, np.uint64))
+
+
+# Mixed into the evaluation seed so that tie keys are never the random ranker's scores.
+_TIE_SALT = 0x7469652D6F72646572  # "tie-order"
+
+
+class TieOrder:
+    """Seeded random order among tied items: item i precedes j at equal scores iff key(u, i) < key(u, j).
+
+    Keys hash (seed, user id, movie id), so a user's order among tied movies is the same whatever
+    the batch, the catalogue order or the model.
+    """
+
+    def __init__(self, seed: int, user_ids: np.ndarray, item_ids: np.ndarray):
+        self.seed = (int(seed) ^ _TIE_SALT) & 0xFFFFFFFFFFFFFFFF
+        self.user_ids = np.asarray(user_ids, dtype=np.int64)  # (B,) the rows of the score block
+        self.item_ids = np.asarray(item_ids, dtype=np.int64)  # (I,) the columns
+
+    def keys(self, rows: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """Keys (R, C) of ``columns`` (R, C) in ``rows`` (R,) of the block; all columns when None."""
+        items = self.item_ids[None, :] if columns is None else self.item_ids[columns]
+        return pair_hash(self.seed, self.user_ids[rows][:, None], items)
+
+
+def top_k(scores: np.ndarray, k: int, ties: TieOrder | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each row: (indices (B, k'), valid (B, k')), k' = min(k, n_items), by score descending,
+    then ``ties``' key (default: lower catalogue index).
 
     ``valid`` is False where the slot holds an excluded (-inf) item.
     """
@@ -34,22 +76,31 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     kth = values[:, -1:]
     straddles = np.count_nonzero(scores == kth, axis=1) > np.count_nonzero(values == kth, axis=1)
     if straddles.any():
-        indices[straddles] = _exact_top_k_candidates(scores[straddles], k)
+        rows = np.flatnonzero(straddles)
+        keys = None if ties is None else ties.keys(rows)
+        indices[straddles] = _exact_top_k_candidates(scores[straddles], k, keys)
     chosen_scores = np.take_along_axis(scores, indices, axis=1)
-    order = np.lexsort((indices, -chosen_scores), axis=1)  # score desc, then index asc
+    secondary = indices if ties is None else ties.keys(np.arange(n_rows), indices)
+    order = np.lexsort((secondary, -chosen_scores), axis=1)  # score desc, then the tie key
     indices = np.take_along_axis(indices, order, axis=1)
     valid = np.isfinite(np.take_along_axis(chosen_scores, order, axis=1))
     return indices, valid
 
 
-def _exact_top_k_candidates(scores: np.ndarray, k: int) -> np.ndarray:
-    """The k best items of each row, ties at the k-th value filled by lowest index (unordered)."""
+def _exact_top_k_candidates(scores: np.ndarray, k: int, keys: np.ndarray | None = None) -> np.ndarray:
+    """The k best items of each row (unordered); ties at the k-th value go to the smallest keys
+    (``keys`` (R, I)), or to the lowest indices without keys."""
     n_rows = scores.shape[0]
-    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # (B, 1)
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # (R, 1)
     above = scores > kth
     at = scores == kth
-    need = k - above.sum(axis=1, keepdims=True)
-    chosen = above | (at & (np.cumsum(at, axis=1) <= need))
+    need = k - above.sum(axis=1, keepdims=True)  # (R, 1)
+    if keys is None:
+        chosen = above | (at & (np.cumsum(at, axis=1) <= need))
+    else:
+        tied_keys = np.where(at, keys, np.iinfo(np.uint64).max)  # (R, I)
+        rank = np.argsort(np.argsort(tied_keys, axis=1, kind="stable"), axis=1, kind="stable")
+        chosen = above | (at & (rank < need))
     return np.nonzero(chosen)[1].reshape(n_rows, k)
 
 

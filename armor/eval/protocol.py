@@ -1,9 +1,12 @@
 """Evaluate any Recommender on a split under full ranking over the whole catalogue.
 
-For each evaluated user the profile is the training positives only (held-out items never leak
-into it). Excluded from the ranking: the user's training positives, and, when scoring test,
-their validation items too. Every other catalogue item is a candidate, including items nobody
-liked in training.
+The profile a model scores a user from (the paper's rule, §5): on validation, the training
+positives; on test, every positive except the test items (training and validation positives).
+The items of the part being scored never leak into it. Models that learned user vectors in
+training (BPR, LightGCN) ignore the profile and use those vectors. Excluded from the ranking: the
+profile's items (training positives; and validation items when scoring test). Every other
+catalogue item is a candidate, including items nobody liked in training. Ties in a model's
+scores are ordered at random per (seed, user, movie) (``armor.eval.metrics.TieOrder``).
 """
 
 from __future__ import annotations
@@ -62,6 +65,15 @@ def iter_user_batches(users: np.ndarray, n_items: int, batch_size: int) -> Itera
         yield users[start : start + step]
 
 
+def profile(data: SplitData, split: Literal["valid", "test"]) -> sp.csr_matrix:
+    """Each user's profile when scoring ``split``: train on validation, train + validation on test."""
+    if split == "valid":
+        return data.train
+    merged = (data.train + data.valid).tocsr()
+    merged.data[:] = 1.0
+    return merged
+
+
 def mask_rows(scores: np.ndarray, excluded: sp.csr_matrix) -> None:
     """Set ``scores[b, i] = -inf`` wherever ``excluded[b, i]`` is non-zero (in place)."""
     coo = excluded.tocoo()
@@ -81,7 +93,7 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
         keep[np.asarray(relevant_items, dtype=np.int64)] = 1.0
         truth_all = (truth_all @ sp.diags(keep)).tocsr()
         truth_all.eliminate_zeros()
-    excluded_all = data.train if split == "valid" else (data.train + data.valid).tocsr()
+    profile_all = profile(data, split)
     users = np.flatnonzero(np.diff(truth_all.indptr) > 0)
     max_k = max(config.ks)
     model_name = name or model.name
@@ -91,7 +103,7 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
     batches = iter_user_batches(users, data.n_items, config.batch_size)
     for batch in tqdm(list(batches), desc=f"evaluate {model_name} on {split}", disable=None if progress else True,
                       unit="batch"):
-        history = data.train[batch]
+        history = profile_all[batch]
         # The contract lets us write into the returned array; copy only if it is not ours to change.
         scores = np.require(model.score(batch, history), np.float32, ["C", "W", "O"])  # (B, I)
         if scores.shape != (batch.size, data.n_items):
@@ -101,8 +113,8 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
         if not np.isfinite(scores.sum()) and np.isnan(scores).any():
             raise ArmorError(f"model {model_name} returned NaN scores for users "
                              f"{data.user_ids[batch[np.isnan(scores).any(axis=1)]][:5].tolist()}")
-        mask_rows(scores, excluded_all[batch])
-        indices, valid = M.top_k(scores, max_k)
+        mask_rows(scores, history)
+        indices, valid = M.top_k(scores, max_k, M.TieOrder(config.seed, data.user_ids[batch], data.item_ids))
         truth = truth_all[batch]
         hits = M.hits_matrix(indices, valid, truth)
         batch_metrics = M.ranking_metrics(hits, np.diff(truth.indptr), config.ks)

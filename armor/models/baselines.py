@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from armor.eval.metrics import pair_hash
 from armor.models.base import Recommender
 
 
 class Popularity(Recommender):
-    """Ranks items by their number of training positives (ties: lower item index first)."""
+    """Ranks items by their number of training positives (ties: the evaluator's tie order)."""
 
     name = "popularity"
 
@@ -34,15 +35,6 @@ class Popularity(Recommender):
         self.counts = arrays["counts"]
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    # A counter-based hash: the score of (user, item) is fixed by the seed alone, so it does not
-    # depend on batch size or on the order users are scored in.
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
 class RandomRanker(Recommender):
     """Uniformly random, but reproducible, scores per (seed, user, item)."""
 
@@ -59,11 +51,8 @@ class RandomRanker(Recommender):
     def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         if self.n_items is None:
             raise RuntimeError("RandomRanker.score called before fit")
-        users = np.asarray(users, dtype=np.uint64)[:, None]
-        items = np.arange(self.n_items, dtype=np.uint64)[None, :]
-        with np.errstate(over="ignore"):
-            bits = _splitmix64(_splitmix64(users + _splitmix64(np.uint64(self.seed))) + items)
-        return ((bits >> np.uint64(40)).astype(np.float32) / np.float32(2**24))
+        bits = pair_hash(self.seed, np.asarray(users)[:, None], np.arange(self.n_items)[None, :])
+        return (bits >> np.uint64(40)).astype(np.float32) / np.float32(2**24)
 
     def params(self) -> dict[str, Any]:
         return {"seed": self.seed}

@@ -147,3 +147,86 @@ def test_relevant_items_restricts_hits_but_not_the_ranking():
     assert result.users.tolist() == [1]  # user 0 has no relevant test item left
     assert result.per_user["recall@3"].tolist() == [0.0]
     assert result.per_user["recall@4"].tolist() == [1.0]
+
+
+# --------------------------------------------------------------------------------------------
+# The profile rule (paper §5) and ties that never reward a model
+# --------------------------------------------------------------------------------------------
+
+
+class RecordsHistory(FixedScores):
+    """Remembers the profile the evaluator hands it."""
+
+    def score(self, users, history):
+        self.seen = getattr(self, "seen", {})
+        for row, user in enumerate(users):
+            self.seen[int(user)] = set(history[row].indices.tolist())
+        return super().score(users, history)
+
+
+def test_the_profile_is_train_on_validation_and_train_plus_validation_on_test():
+    data = tiny_split()
+    model = RecordsHistory(np.zeros((2, 6)))
+    evaluate(model, data, "valid", EvalConfig(ks=(1,), bootstrap=0))
+    assert model.seen == {0: {0, 1}, 1: {5}}  # training positives only
+    model.seen = {}
+    evaluate(model, data, "test", EvalConfig(ks=(1,), bootstrap=0))
+    assert model.seen == {0: {0, 1, 2}, 1: {5, 0}}  # every positive but the test items
+
+
+def test_ties_are_ordered_at_random_per_user_not_by_movie_index():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 300, 50
+    train = sp.csr_matrix((n_users, n_items), dtype=np.float32)
+    test = sp.csr_matrix((rng.random((n_users, n_items)) < 0.1).astype(np.float32))
+    data = SplitData(np.arange(n_users) + 1000, np.arange(n_items) + 1, train, train.copy(), test)
+    result = evaluate(FixedScores(np.zeros((n_users, n_items))), data, "test", EvalConfig(ks=(1,), bootstrap=0))
+    # Every item ties: the first-ranked item must vary across users (lowest index would always win).
+    firsts = []
+    for batch in (np.arange(0, 150), np.arange(150, 300)):
+        from armor.eval.metrics import TieOrder, top_k
+
+        idx, _ = top_k(np.zeros((batch.size, n_items), np.float32), 1, TieOrder(0, data.user_ids[batch], data.item_ids))
+        firsts.extend(idx[:, 0].tolist())
+    assert len(set(firsts)) > 30
+    # A user's order does not depend on the batch it is scored in.
+    one = top_k(np.zeros((1, n_items), np.float32), 5, TieOrder(0, data.user_ids[[7]], data.item_ids))[0]
+    many = top_k(np.zeros((20, n_items), np.float32), 5, TieOrder(0, data.user_ids[:20], data.item_ids))[0]
+    np.testing.assert_array_equal(one[0], many[7])
+    # and hits of a constant model are what chance predicts: P(first item relevant) = mean share.
+    expected = float(np.mean(np.diff(test.indptr)[np.diff(test.indptr) > 0] / n_items))
+    assert abs(np.mean(result.per_user["hr@1"]) - expected) < 0.05
+
+
+def test_ties_at_the_kth_score_are_filled_by_tie_key_and_scored_items_come_first():
+    from armor.eval.metrics import TieOrder, top_k
+
+    scores = np.array([[1.0, 3.0, 0.0, 0.0, 0.0, 0.0, 2.0, 0.0]], np.float32)
+    ties = TieOrder(5, np.array([42]), np.arange(8) + 100)
+    idx, _ = top_k(scores, 4, ties)
+    assert idx[0, :3].tolist() == [1, 6, 0]  # distinct scores keep their order
+    tied = [2, 3, 4, 5, 7]
+    keys = ties.keys(np.array([0]), np.array([tied]))[0]
+    assert idx[0, 3] == tied[int(np.argmin(keys))]  # the 4th slot: the tied item with the smallest key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["loo", "random"])
+def test_constant_and_all_zero_models_score_at_chance_on_ml100k(method):
+    from armor.data.movielens import embedded_ml100k_dir, load_movielens
+
+    ml = load_movielens(embedded_ml100k_dir())
+    data = build_split_data(split_interactions(ml.interactions, SplitConfig(method=method, seed=0)),
+                            ml.movies["movie_id"].to_numpy())
+    config = EvalConfig(ks=(10,), bootstrap=1000, seed=0)
+    chance = evaluate(RandomRanker(seed=7).fit(data.train), data, "test", config)
+    constant = np.full((data.n_users, data.n_items), 0.5, np.float32)
+    for model in (FixedScores(constant), FixedScores(np.zeros_like(constant))):
+        result = evaluate(model, data, "test", config)
+        for metric in ("recall@10", "ndcg@10"):
+            low, high = chance.ci[metric]
+            assert low <= result.means[metric] <= high, (method, metric, result.means[metric], (low, high))
+    # Why it matters: the rule it replaces ranked tied items by lowest movie index, which is what a
+    # model scoring -index gets; ML-100K's low ids are popular titles, so that beats chance widely.
+    by_index = np.broadcast_to(-np.arange(data.n_items, dtype=np.float32), constant.shape)
+    assert evaluate(FixedScores(by_index), data, "test", config).means["recall@10"] > 2 * chance.means["recall@10"]
