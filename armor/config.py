@@ -21,7 +21,8 @@ from armor.errors import ConfigError
 
 T = TypeVar("T")
 
-SplitMethod = Literal["random", "temporal", "loo"]
+SplitMethod = Literal["random", "temporal", "loo", "cold"]
+MissingModalityPolicy = Literal["exclude", "impute"]
 
 
 def _check(condition: bool, field: str, message: str) -> None:
@@ -38,21 +39,36 @@ def setting(default: Any, help: str) -> Any:  # noqa: A002 - argparse's word for
 class SplitConfig:
     """How interactions become train / valid / test (the paper's protocol by default).
 
-    Only positives (rating >= ``positive_threshold``) are split; a user is kept when they have at
-    least ``min_user_positives`` of them, so every kept user has a profile, a validation item and
-    a test item. "Latest" is defined by (timestamp, movie_id): MovieLens timestamps tie often and
-    the tie-break must not depend on file order.
+    Catalogue first, then users, then the split: only positives (rating >= ``positive_threshold``)
+    on movies of the ``catalogue`` are split, and a user is kept when they have at least
+    ``min_user_positives`` of them, so every kept user has a profile, a validation item and a test
+    item. "Latest" is defined by (timestamp, movie_id): MovieLens timestamps tie often and the
+    tie-break must not depend on file order. ``cold``: a seeded ``cold_share`` of the catalogue's
+    movies is held out entirely (none of their positives in train or valid); test is every kept
+    user's positives on them, ranked among the whole catalogue.
     """
 
-    method: SplitMethod = setting("random", "random or temporal 80/10/10 per user, or leave-one-out")
-    ratios: tuple[float, float, float] = setting((0.8, 0.1, 0.1), "train, valid and test shares (random, temporal)")
+    method: SplitMethod = setting("random", "random or temporal 80/10/10 per user, leave-one-out, or cold "
+                                            "(item cold start: held-out movies are the test)")
+    ratios: tuple[float, float, float] = setting((0.8, 0.1, 0.1), "train, valid and test shares (random, temporal; "
+                                                                   "cold: train and valid in proportion)")
     positive_threshold: float = setting(4.0, "ratings at or above it are positives")
-    min_user_positives: int = setting(5, "users with fewer positives are left out")
-    seed: int = setting(0, "seed of the random split")
+    min_user_positives: int = setting(5, "users with fewer positives in the catalogue are left out")
+    catalogue: Literal["all", "multimodal"] = setting("all", "the movies ranked: all of them, or those with "
+                                                             "content features (under --missing-modality)")
+    missing_modality: MissingModalityPolicy = setting("exclude", "multimodal catalogue: exclude movies lacking a "
+                                                                 "modality (the paper) or impute it")
+    cold_share: float = setting(0.1, "cold: share of the catalogue's movies held out")
+    seed: int = setting(0, "seed of the random split and of the held-out movies")
 
     def __post_init__(self) -> None:
-        _check(self.method in ("random", "temporal", "loo"), "split.method",
-               f"must be random, temporal or loo, got {self.method!r}")
+        _check(self.method in ("random", "temporal", "loo", "cold"), "split.method",
+               f"must be random, temporal, loo or cold, got {self.method!r}")
+        _check(self.catalogue in ("all", "multimodal"), "split.catalogue",
+               f"must be all or multimodal, got {self.catalogue!r}")
+        _check(self.missing_modality in ("exclude", "impute"), "split.missing_modality",
+               f"must be exclude or impute, got {self.missing_modality!r}")
+        _check(0.0 < self.cold_share < 0.5, "split.cold_share", f"must be in (0, 0.5), got {self.cold_share}")
         _check(len(self.ratios) == 3 and all(r > 0 for r in self.ratios), "split.ratios",
                f"must be three positive numbers, got {self.ratios!r}")
         _check(abs(sum(self.ratios) - 1.0) < 1e-6, "split.ratios",
@@ -135,7 +151,6 @@ def merge(config: T, **overrides: Any) -> T:
     return dataclasses.replace(config, **overrides)  # type: ignore[type-var]
 
 
-MissingModalityPolicy = Literal["exclude", "impute"]
 _POSTER_SIZE = re.compile(r"(?:w\d{2,4}|h\d{2,4}|original)")  # TMDB's sizes: w92 ... w780, h632, original
 
 
@@ -293,7 +308,11 @@ class TrainConfig:
     objective: Objective = setting("triplet", "triplet (eq. 4.7) or infonce")
     margin: float = setting(0.2, "triplet margin alpha (eq. 4.7), on cosine similarity")
     temperature: float = setting(0.07, "InfoNCE temperature")
-    mining: Mining = setting("semi-hard", "in-batch negative mining")
+    mining: Mining = setting("semi-hard", "in-batch mining: semi-hard (FaceNet's band), batch-hard (Hermans et "
+                                          "al.: hardest positive and negative) or random")
+    semi_hard_fallback: Literal["none", "easiest", "hardest"] = setting(
+        "easiest", "semi-hard: an anchor with no negative in the band takes its least similar negative (easiest, "
+                   "as TensorFlow Addons' TripletSemiHardLoss), its most similar one (hardest), or is left out (none)")
     batch_size: int = setting(512, "anchor-positive pairs per step (per worker)")
     epochs: int = setting(30, "upper bound; early stopping on validation picks the epoch")
     steps_per_epoch: int | None = setting(None, "steps per epoch (default: about one pass over the positives)")

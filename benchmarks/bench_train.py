@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from armor.config import FusionConfig, LightGCNConfig, SplitConfig, TrainConfig
-from armor.data.splits import split_interactions, write_splits
+from armor.data.splits import make_split, write_split
 from armor.data.synthetic import SyntheticConfig, SyntheticWorld
 from armor.features.store import FeatureStore
 
@@ -62,8 +62,7 @@ def build_workspace(root: Path, preset: str, seed: int = 0) -> tuple[Path, dict[
     interactions = world.interactions()
     pq.write_table(interactions, root / "interactions.parquet")
     pq.write_table(world.movies(), root / "movies.parquet")
-    config = SplitConfig(method="random", seed=seed)
-    write_splits(split_interactions(interactions, config), config, root / "splits" / "random")
+    write_split(make_split(interactions, SplitConfig(method="random", seed=seed)), root / "splits" / "random")
 
     n = world.config.n_movies
     rng = np.random.default_rng(seed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from armor.config import SplitConfig
 from pipelines.cli import add_common, add_dataclass_arguments, dataclass_from_args, stage_main
@@ -50,12 +51,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth.set_defaults(func=run_synth)
 
     split = sub.add_parser("split", help="split the workspace's positives per user",
-                           description="Split positives (rating >= threshold) per user into train/valid/test: "
-                           "random or temporal 80/10/10, or leave-one-out (latest positive to test, "
-                           "the one before it to valid; ties by timestamp, then movie id).")
+                           description="Choose the catalogue (all movies, or the multimodal ones), keep users "
+                           "with enough positives (rating >= threshold) inside it, then split each user's "
+                           "positives into train/valid/test: random or temporal 80/10/10, leave-one-out (latest "
+                           "positive to test, the one before it to valid; ties by timestamp, then movie id), or "
+                           "the item cold start (a seeded share of movies held out entirely). Prints the funnel.")
     split.add_argument("--workspace", required=True, type=Path)
     add_dataclass_arguments(split, SplitConfig)
     split.add_argument("--name", default=None, help="split directory name (default: the method)")
+    split.add_argument("--features-dir", type=Path, default=None,
+                       help="feature store deciding the multimodal catalogue (default WORKSPACE/features)")
     add_common(split)
     split.set_defaults(func=run_split)
 
@@ -79,24 +84,31 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def split(workspace: Path, config: SplitConfig, name: str | None = None) -> dict[str, int]:
-    """Split the workspace's interactions into WORKSPACE/splits/NAME; returns the rows per part."""
+def split(workspace: Path, config: SplitConfig, name: str | None = None,
+          features_dir: Path | None = None) -> dict[str, Any]:
+    """Split the workspace's ratings into WORKSPACE/splits/NAME for the config's catalogue; returns the
+    funnel (users, movies and positives kept and dropped at each step)."""
     import pyarrow.parquet as pq
 
-    from armor.data.splits import split_interactions, write_splits
+    from armor.data.catalogue import select_catalogue
+    from armor.data.splits import make_split, write_split
     from armor.workspace import Workspace
 
     ws = Workspace(workspace)
-    ws.require(ws.interactions, hint="run `armor data prepare` first")
-    tables = split_interactions(pq.read_table(ws.interactions), config)
-    out = write_splits(tables, config, ws.split_dir(name or config.method))
-    counts = {part: t.num_rows for part, t in tables.items()}
-    log.info("split %s: %s", out, counts)
-    return counts
+    ws.require(ws.interactions, ws.movies, hint="run `armor data prepare` first")
+    catalogue = select_catalogue(pq.read_table(ws.movies)["movie_id"].to_numpy(), config.catalogue,
+                                 config.missing_modality, features_dir or ws.features)
+    made = make_split(pq.read_table(ws.interactions), config, catalogue)
+    out = write_split(made, ws.split_dir(name or config.method))
+    log.info("split written to %s", out)
+    return {"directory": str(out), "funnel": made.funnel}
 
 
 def run_split(args: argparse.Namespace) -> int:
-    split(args.workspace, dataclass_from_args(SplitConfig, args), args.name)
+    from armor.data.catalogue import funnel_markdown
+
+    result = split(args.workspace, dataclass_from_args(SplitConfig, args), args.name, args.features_dir)
+    print(f"{result['directory']}:\n{funnel_markdown(result['funnel'])}")
     return 0
 
 

@@ -13,7 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from armor.config import SplitConfig
-from armor.data.splits import split_interactions, write_splits
+from armor.data.catalogue import select_catalogue
+from armor.data.splits import make_split, write_split
 from armor.data.synthetic import SyntheticConfig, SyntheticWorld
 from armor.features.store import FeatureStore
 
@@ -36,16 +37,14 @@ def planted_features(world: SyntheticWorld, seed: int = 0) -> dict[str, np.ndarr
 
 
 def make_workspace(root: Path, *, users: int = 300, movies: int = 240, ratings: int = 12_000, seed: int = 0,
-                   split: str = "random", missing_thumbnails: float = 0.0) -> Path:
+                   split: str = "random", missing_thumbnails: float = 0.0, extra_splits: tuple[str, ...] = ()) -> Path:
+    """Ratings, a feature store and the ``split`` (plus ``extra_splits``) over the multimodal catalogue."""
     world = SyntheticWorld(SyntheticConfig(n_users=users, n_movies=movies, n_ratings=ratings, seed=seed,
                                            popularity_exponent=0.3, taste_strength=8.0))
     root.mkdir(parents=True, exist_ok=True)
     interactions = world.interactions()
     pq.write_table(interactions, root / "interactions.parquet")
     pq.write_table(world.movies(), root / "movies.parquet")
-    config = SplitConfig(method=split, seed=seed)
-    write_splits(split_interactions(interactions, config), config, root / "splits" / split)
-
     features = planted_features(world, seed)
     encoders = {m: {"model": "planted-truth-projection", "dim": d} for m, d in DIMS.items()}
     store = FeatureStore(root / "features", DIMS, encoders)
@@ -62,4 +61,9 @@ def make_workspace(root: Path, *, users: int = 300, movies: int = 240, ratings: 
         columns[f"{modality}_status"] = np.where(ok, "ok", "missing").tolist()
     columns.update(error=[None] * movies, source_scraped_at=now, encoded_at=now)
     store.write_part(pa.table({f.name: columns[f.name] for f in store.schema}, schema=store.schema))
+    for method in (split, *extra_splits):
+        config = SplitConfig(method=method, seed=seed, catalogue="multimodal")
+        catalogue = select_catalogue(world.movies()["movie_id"].to_numpy(), "multimodal", "exclude",
+                                     root / "features")
+        write_split(make_split(interactions, config, catalogue), root / "splits" / method)
     return root

@@ -1,10 +1,11 @@
-"""The multimodal benchmark of a workspace: a split over the catalogue every model is scored on.
+"""The benchmark of a workspace split: its data over its catalogue, and the item features content
+models need, aligned with that catalogue.
 
-Under the paper's rule ("exclude") the catalogue is the movies that have all three modalities;
-under "impute" it is the movies with at least one (missing ones are masked out of fusion and
-zero in single-modality baselines). Interactions with movies outside the catalogue are dropped
-from every part of the split, for every model alike, so content and interaction-only models
-rank the same items for the same users.
+The split decides the catalogue (``armor data split --catalogue``): every model trained or
+evaluated on it ranks exactly those movies, so content and interaction-only models rank the same
+items for the same users. Models that need no features (BPR, LightGCN, popularity, ...) load a
+split without touching the feature store, so the interaction baselines run on a workspace that
+was never encoded.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from armor.data.splits import SplitData, build_split_data, read_splits
-from armor.errors import ConfigError, DataError
-from armor.features.store import load_features
+from armor.data.catalogue import MODALITIES
+from armor.data.splits import Split, SplitData, build_split_data, read_split
+from armor.errors import DataError
 from armor.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -27,35 +28,57 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
     data: SplitData
-    features: dict[str, np.ndarray]  # modality -> (n_items, dim), rows aligned with data.item_ids
-    present: dict[str, np.ndarray]  # modality -> (n_items,) bool
-    policy: str
-    excluded_movies: int  # catalogue movies left out for lacking modalities (or features)
+    features: dict[str, np.ndarray] | None  # modality -> (n_items, dim), rows aligned with data.item_ids
+    present: dict[str, np.ndarray] | None  # modality -> (n_items,) bool
+    split: Split
     split_name: str
+    movies_total: int  # movies in the movies table
+
+    @property
+    def policy(self) -> str:
+        return self.split.config.missing_modality
+
+    @property
+    def excluded_movies(self) -> int:
+        """Movies of the movies table the split's catalogue leaves out."""
+        return self.movies_total - self.data.n_items
 
 
-def load_benchmark(workspace: str | Path, split: str, policy: str = "exclude",
-                   features_dir: str | Path | None = None) -> Benchmark:
-    if policy not in ("exclude", "impute"):
-        raise ConfigError(f"--missing-modality must be exclude or impute, got {policy!r}")
+def load_benchmark(workspace: str | Path, split: str, features_dir: str | Path | None = None,
+                   needs_features: bool = True) -> Benchmark:
     ws = Workspace(workspace)
     ws.require(ws.movies, hint="run `armor data prepare` first")
-    tables, _ = read_splits(ws.split_dir(split))
+    made = read_split(ws.split_dir(split))
     movies = pq.read_table(ws.movies)
-    movie_ids, vectors, present = load_features(features_dir or ws.features)
+    data = build_split_data(made.tables, made.catalogue, movies)
+    features = present = None
+    if needs_features:
+        features, present = _aligned_features(features_dir or ws.features, data.item_ids, split,
+                                              made.config.missing_modality)
+    log.info("benchmark %s: %d of %d movies in the catalogue, %d users", split, data.n_items, movies.num_rows,
+             data.n_users)
+    return Benchmark(data=data, features=features, present=present, split=made, split_name=split,
+                     movies_total=movies.num_rows)
+
+
+def _aligned_features(directory: str | Path, item_ids: np.ndarray, split: str,
+                      policy: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Feature rows for exactly ``item_ids``; every one must have what the split's policy needs."""
+    from armor.features.store import load_features
+
+    if not Path(directory).exists():
+        raise DataError("this model ranks by item content and needs the feature store: run `armor encode`",
+                        path=directory)
+    movie_ids, vectors, present = load_features(directory)
     if not vectors:
-        raise DataError("the feature store holds no modality; run `armor encode`", path=features_dir or ws.features)
-    masks = np.stack(list(present.values()))  # (M, n)
-    keep = masks.all(axis=0) if policy == "exclude" else masks.any(axis=0)
-    catalogue = movie_ids[keep]
-    excluded = int(movies.num_rows - catalogue.size)
-    if catalogue.size == 0:
-        raise DataError(f"no movie has the modalities the {policy!r} policy needs; check `armor encode`'s summary",
-                        path=features_dir or ws.features)
-    data = build_split_data(tables, catalogue, movies)
-    rows = np.searchsorted(movie_ids, data.item_ids)
-    log.info("benchmark %s (%s): %d of %d movies in the catalogue (%d excluded), %d users", split, policy,
-             data.n_items, movies.num_rows, excluded, data.n_users)
-    return Benchmark(data=data, features={m: v[rows] for m, v in vectors.items()},
-                     present={m: p[rows] for m, p in present.items()}, policy=policy, excluded_movies=excluded,
-                     split_name=split)
+        raise DataError("the feature store holds no modality; run `armor encode`", path=directory)
+    rows = np.minimum(np.searchsorted(movie_ids, item_ids), movie_ids.size - 1)
+    stored = movie_ids[rows] == item_ids
+    masks = np.stack([np.where(stored, present[m][rows], False) for m in MODALITIES if m in present])
+    usable = masks.all(axis=0) if policy == "exclude" else masks.any(axis=0)
+    if not usable.all():
+        missing = item_ids[~usable]
+        raise DataError(f"split {split!r} ranks {missing.size} movies without the features its missing-modality "
+                        f"policy ({policy}) needs (movie ids {missing[:5].tolist()}...): content models need a split "
+                        "made with `armor data split --catalogue multimodal` on this feature store", path=directory)
+    return ({m: v[rows] for m, v in vectors.items()}, {m: np.where(stored, p[rows], False) for m, p in present.items()})

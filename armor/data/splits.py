@@ -1,9 +1,12 @@
 """Per-user train / valid / test splits of positive interactions, and their sparse matrices.
 
-The protocol follows the paper: ratings >= 4.0 are positives, users need enough positives,
-then each user's positives are split 80/10/10 (random with a seed, or temporal) or
-leave-one-out (latest positive to test, the one before it to valid). "Latest" is ordered by
-(timestamp, movie_id) because MovieLens timestamps tie often and file order is arbitrary.
+The protocol follows the paper: ratings >= 4.0 are positives; the catalogue is chosen first
+(``armor.data.catalogue``), then users need enough positives inside it, then each user's
+positives are split 80/10/10 (random with a seed, or temporal) or leave-one-out (latest positive
+to test, the one before it to valid). "Latest" is ordered by (timestamp, movie_id) because
+MovieLens timestamps tie often and file order is arbitrary. The item cold-start split holds a
+seeded share of movies out entirely. A split directory holds its tables, its config, its
+catalogue and its funnel; a model trained on it ranks exactly that catalogue.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,11 +24,15 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from armor.config import SplitConfig, from_dict
+from armor.data.catalogue import Catalogue, funnel_step
 from armor.data.schema import INTERACTIONS_SCHEMA, SPLIT_NAMES
 from armor.errors import DataError
 from armor.io import atomic_path
 
 log = logging.getLogger(__name__)
+
+CATALOGUE_FILE = "catalogue.parquet"
+FUNNEL_FILE = "funnel.json"
 
 
 def _round_half_up(x: np.ndarray) -> np.ndarray:
@@ -32,29 +40,97 @@ def _round_half_up(x: np.ndarray) -> np.ndarray:
     return np.floor(x + 0.5).astype(np.int64)
 
 
-def split_interactions(interactions: pa.Table, config: SplitConfig) -> dict[str, pa.Table]:
-    """Split positives per user. Returns {"train", "valid", "test"} tables in the interactions schema.
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A split and where it came from: its tables, its config, the catalogue it ranks, the funnel
+    from the ratings to the evaluated users, and the movies held out entirely (``cold`` only)."""
 
-    Deterministic for a given config whatever the row order of ``interactions``.
-    """
+    tables: dict[str, pa.Table]
+    config: SplitConfig
+    catalogue: np.ndarray  # sorted movie ids every model of this split ranks
+    funnel: list[dict[str, Any]]
+    cold_items: np.ndarray  # sorted movie ids whose positives are all in test; empty unless method "cold"
+
+
+def make_split(interactions: pa.Table, config: SplitConfig, catalogue: Catalogue | None = None) -> Split:
+    """Catalogue first, then users, then the split (see ``SplitConfig``). Deterministic for a given
+    config whatever the row order of ``interactions``. Without ``catalogue``: every rated movie."""
+    if catalogue is None:
+        catalogue = Catalogue("all", np.unique(interactions["movie_id"].to_numpy().astype(np.int64)), {})
+    funnel = [funnel_step("ratings", interactions["user_id"].to_numpy(), interactions["movie_id"].to_numpy(),
+                          interactions.num_rows)]
     positives = interactions.filter(pc.greater_equal(interactions["rating"], config.positive_threshold))
+    funnel.append(funnel_step(f"positives (rating >= {config.positive_threshold:g})", positives["user_id"].to_numpy(),
+                              positives["movie_id"].to_numpy(), positives.num_rows,
+                              ratings_below_threshold=interactions.num_rows - positives.num_rows))
+    inside = np.isin(positives["movie_id"].to_numpy(), catalogue.movie_ids)
+    positives = positives.filter(pa.array(inside))
+    funnel.append(funnel_step(f"in the catalogue ({catalogue.name}: {catalogue.movie_ids.size} movies)",
+                              positives["user_id"].to_numpy(), positives["movie_id"].to_numpy(), positives.num_rows,
+                              positives_on_movies_outside=int((~inside).sum()),
+                              **{f"movies_{k.replace(' ', '_')}": v for k, v in catalogue.excluded.items()}))
+    cold = np.zeros(0, np.int64)
+    if config.method == "cold":
+        cold = _cold_items(positives, catalogue.movie_ids, config)
+    positives = _enough_positives(positives, config, cold, funnel)
+    tables = _split_cold(positives, cold, config) if config.method == "cold" else _split_per_user(positives, config)
+    for name in SPLIT_NAMES:
+        funnel.append(funnel_step(f"{name}", tables[name]["user_id"].to_numpy(), tables[name]["movie_id"].to_numpy(),
+                                  tables[name].num_rows))
+    return Split(tables, config, catalogue.movie_ids, funnel, cold)
+
+
+def split_interactions(interactions: pa.Table, config: SplitConfig,
+                       catalogue: Catalogue | None = None) -> dict[str, pa.Table]:
+    """Split positives per user. Returns {"train", "valid", "test"} tables in the interactions schema."""
+    return make_split(interactions, config, catalogue).tables
+
+
+def _enough_positives(positives: pa.Table, config: SplitConfig, cold: np.ndarray,
+                      funnel: list[dict[str, Any]]) -> pa.Table:
+    """Positives of users with at least ``min_user_positives`` in the catalogue (warm ones, for ``cold``)."""
+    users = positives["user_id"].to_numpy()
+    counted = ~np.isin(positives["movie_id"].to_numpy(), cold)
+    unique_users, counts = np.unique(users[counted], return_counts=True)
+    kept_users = unique_users[counts >= config.min_user_positives]
+    keep = np.isin(users, kept_users)
+    log.info("split: %d of %d users have >= %d positives in the catalogue", kept_users.size,
+             np.unique(users).size, config.min_user_positives)
+    if not keep.any():
+        raise DataError(f"no user has {config.min_user_positives} or more ratings >= {config.positive_threshold} "
+                        "on catalogue movies; lower split.min_user_positives or check the ratings and catalogue")
+    kept = positives.filter(pa.array(keep))
+    funnel.append(funnel_step(f"users with >= {config.min_user_positives} positives in the catalogue",
+                              kept["user_id"].to_numpy(), kept["movie_id"].to_numpy(), kept.num_rows,
+                              users_with_fewer=int(np.unique(users).size - kept_users.size),
+                              their_positives=int((~keep).sum())))
+    return kept
+
+
+def _cold_items(positives: pa.Table, catalogue: np.ndarray, config: SplitConfig) -> np.ndarray:
+    """A seeded ``cold_share`` of the catalogue, drawn among movies that have a positive (sorted ids)."""
+    liked = np.intersect1d(np.unique(positives["movie_id"].to_numpy()), catalogue)
+    n = int(round(config.cold_share * catalogue.size))
+    if not 0 < n < liked.size:
+        raise DataError(f"cold split: {n} held-out movies out of {liked.size} with positives; adjust split.cold_share")
+    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xC01D]))
+    return np.sort(rng.choice(liked, size=n, replace=False))
+
+
+def _split_cold(positives: pa.Table, cold: np.ndarray, config: SplitConfig) -> dict[str, pa.Table]:
+    """Every positive on a held-out movie is test; the rest split per user at random into train and
+    valid in the proportion of the config's train and valid shares."""
+    is_cold = np.isin(positives["movie_id"].to_numpy(), cold)
+    warm = _split_per_user(positives.filter(pa.array(~is_cold)), config, with_test=False)
+    test = positives.filter(pa.array(is_cold)).sort_by([("user_id", "ascending"), ("movie_id", "ascending")])
+    return {**warm, "test": test.cast(INTERACTIONS_SCHEMA)}
+
+
+def _split_per_user(positives: pa.Table, config: SplitConfig, with_test: bool = True) -> dict[str, pa.Table]:
     users = positives["user_id"].to_numpy()
     movies = positives["movie_id"].to_numpy()
     times = positives["timestamp"].to_numpy()
-
-    unique_users, counts = np.unique(users, return_counts=True)
-    kept_users = unique_users[counts >= config.min_user_positives]
-    keep = np.isin(users, kept_users)
-    log.info("split: %d of %d users have >= %d positives", kept_users.size, unique_users.size,
-             config.min_user_positives)
-    positives = positives.filter(pa.array(keep))
-    users, movies, times = users[keep], movies[keep], times[keep]
-    if users.size == 0:
-        raise DataError(
-            f"no user has {config.min_user_positives} or more ratings >= {config.positive_threshold}; "
-            "lower split.min_user_positives or check the ratings")
-
-    if config.method == "random":
+    if config.method in ("random", "cold"):
         # Random keys are drawn in (user, movie) order so the split ignores the input row order.
         canonical = np.lexsort((movies, users))
         keys = np.empty(users.size)
@@ -68,11 +144,14 @@ def split_interactions(interactions: pa.Table, config: SplitConfig) -> dict[str,
     sizes = np.diff(np.r_[starts, sorted_users.size])
     position = np.arange(sorted_users.size) - np.repeat(starts, sizes)
 
+    train_ratio, valid_ratio, test_ratio = config.ratios
     if config.method == "loo":
         n_test = np.ones_like(sizes)
         n_valid = np.ones_like(sizes)
+    elif not with_test:
+        n_test = np.zeros_like(sizes)
+        n_valid = np.clip(_round_half_up(sizes * valid_ratio / (train_ratio + valid_ratio)), 1, sizes - 1)
     else:
-        _, valid_ratio, test_ratio = config.ratios
         # Every user keeps at least one item in each part, whatever the ratios.
         n_test = np.clip(_round_half_up(sizes * test_ratio), 1, sizes - 2)
         n_valid = np.clip(_round_half_up(sizes * valid_ratio), 1, sizes - 1 - n_test)
@@ -84,32 +163,38 @@ def split_interactions(interactions: pa.Table, config: SplitConfig) -> dict[str,
     part[(position >= n_train_per_row) & (position < n_train_per_row + n_valid_per_row)] = 1
 
     ordered = positives.take(pa.array(order))
-    tables = {}
-    for index, name in enumerate(SPLIT_NAMES):
-        tables[name] = ordered.filter(pa.array(part == index)).cast(INTERACTIONS_SCHEMA)
-    return tables
+    return {name: ordered.filter(pa.array(part == index)).cast(INTERACTIONS_SCHEMA)
+            for index, name in enumerate(SPLIT_NAMES)}
 
 
-def write_splits(tables: dict[str, pa.Table], config: SplitConfig, out_dir: str | Path) -> Path:
-    """Write the three split tables and the config that made them, all or nothing."""
+def write_split(split: Split, out_dir: str | Path) -> Path:
+    """Write the split's tables, config, catalogue and funnel, all or nothing."""
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         for name in SPLIT_NAMES:
-            pq.write_table(tables[name], tmp / f"{name}.parquet")
-        (tmp / "split.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+            pq.write_table(split.tables[name], tmp / f"{name}.parquet")
+        (tmp / "split.json").write_text(json.dumps(dataclasses.asdict(split.config), indent=2) + "\n")
+        pq.write_table(pa.table({"movie_id": pa.array(split.catalogue, pa.int32()),
+                                 "cold": pa.array(np.isin(split.catalogue, split.cold_items))}),
+                       tmp / CATALOGUE_FILE)
+        (tmp / FUNNEL_FILE).write_text(json.dumps(split.funnel, indent=2) + "\n")
     return out_dir
 
 
-def read_splits(split_dir: str | Path) -> tuple[dict[str, pa.Table], SplitConfig]:
+def read_split(split_dir: str | Path) -> Split:
     split_dir = Path(split_dir)
-    missing = [n for n in (*[f"{s}.parquet" for s in SPLIT_NAMES], "split.json")
-               if not (split_dir / n).exists()]
+    wanted = (*[f"{s}.parquet" for s in SPLIT_NAMES], "split.json", CATALOGUE_FILE, FUNNEL_FILE)
+    missing = [n for n in wanted if not (split_dir / n).exists()]
     if missing:
         raise DataError(f"split directory is incomplete (missing {', '.join(missing)}); "
                         "run `armor data split` first", path=split_dir)
     config = from_dict(SplitConfig, json.loads((split_dir / "split.json").read_text()))
-    return {name: pq.read_table(split_dir / f"{name}.parquet") for name in SPLIT_NAMES}, config
+    catalogue = pq.read_table(split_dir / CATALOGUE_FILE)
+    movie_ids = catalogue["movie_id"].to_numpy().astype(np.int64)
+    return Split({name: pq.read_table(split_dir / f"{name}.parquet") for name in SPLIT_NAMES}, config,
+                 movie_ids, json.loads((split_dir / FUNNEL_FILE).read_text()),
+                 movie_ids[catalogue["cold"].to_numpy(zero_copy_only=False)])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +280,14 @@ def genre_matrix(movies: pa.Table, item_ids: np.ndarray) -> tuple[sp.csr_matrix,
     return matrix, names
 
 
+def catalogue_digest(item_ids: np.ndarray) -> str:
+    """A short fingerprint of the movies a model ranks, saved with it and checked when it is evaluated."""
+    import hashlib
+
+    return hashlib.sha1(np.asarray(item_ids, dtype=np.int64).tobytes()).hexdigest()[:12]
+
+
 def load_split_data(split_dir: str | Path, movies_path: str | Path) -> SplitData:
-    """Read a split directory and index it against every movie in the movies table."""
-    tables, _ = read_splits(split_dir)
-    movies = pq.read_table(movies_path)
-    return build_split_data(tables, movies["movie_id"].to_numpy(), movies)
+    """Read a split directory and index it against its catalogue."""
+    split = read_split(split_dir)
+    return build_split_data(split.tables, split.catalogue, pq.read_table(movies_path))

@@ -5,8 +5,9 @@ import pyarrow as pa
 import pytest
 
 from armor.config import SplitConfig
+from armor.data.catalogue import Catalogue
 from armor.data.schema import INTERACTIONS_SCHEMA
-from armor.data.splits import build_split_data, read_splits, split_interactions, write_splits
+from armor.data.splits import build_split_data, make_split, read_split, split_interactions, write_split
 from armor.errors import ConfigError, DataError
 
 
@@ -112,14 +113,17 @@ def test_random_split_ignores_row_order_and_depends_on_seed():
     assert pairs(a["test"]) != pairs(c["test"])
 
 
-def test_write_and_read_round_trip(tmp_path):
+@pytest.mark.parametrize("method", ["loo", "cold"])
+def test_write_and_read_round_trip(tmp_path, method):
     data = random_interactions(seed=5)
-    config = SplitConfig(method="loo", seed=2)
-    parts = split_interactions(data, config)
-    write_splits(parts, config, tmp_path / "s")
-    again, again_config = read_splits(tmp_path / "s")
-    assert again_config == config
-    assert all(again[n].equals(parts[n]) for n in parts)
+    config = SplitConfig(method=method, seed=2)
+    made = make_split(data, config)
+    write_split(made, tmp_path / "s")
+    again = read_split(tmp_path / "s")
+    assert again.config == config and again.funnel == made.funnel
+    assert all(again.tables[n].equals(made.tables[n]) for n in made.tables)
+    np.testing.assert_array_equal(again.catalogue, made.catalogue)
+    np.testing.assert_array_equal(again.cold_items, made.cold_items)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
@@ -131,4 +135,63 @@ def test_bad_configs_and_inputs_name_the_setting():
     with pytest.raises(DataError, match="min_user_positives"):
         split_interactions(table([(1, 1, 5.0, 1)]), SplitConfig())
     with pytest.raises(DataError, match="incomplete"):
-        read_splits("/nonexistent/split")
+        read_split("/nonexistent/split")
+
+
+# --------------------------------------------------------------------------------------------
+# Catalogue first, then users, then the split; the funnel says what each step dropped
+# --------------------------------------------------------------------------------------------
+
+
+def narrow_catalogue(data, keep_share=0.7, seed=0):
+    movies = np.unique(data["movie_id"].to_numpy())
+    kept = np.sort(np.random.default_rng(seed).choice(movies, size=int(keep_share * movies.size), replace=False))
+    return Catalogue("multimodal/exclude", kept, {"no thumbnail": int(movies.size - kept.size)})
+
+
+@pytest.mark.parametrize("method", ["random", "loo", "temporal"])
+def test_every_evaluated_user_has_five_positives_inside_the_catalogue_and_none_is_dropped(method):
+    data = random_interactions(seed=6)
+    catalogue = narrow_catalogue(data)
+    made = make_split(data, SplitConfig(method=method, seed=1), catalogue)
+    split = build_split_data(made.tables, made.catalogue)
+    per_user = np.diff((split.train + split.valid + split.test).tocsr().indptr)
+    assert per_user.min() >= 5  # counted inside the catalogue, so the split can honour it
+    # every kept user is evaluated: one or more test items each, none silently lost
+    assert (np.diff(split.test.indptr) > 0).all() and (np.diff(split.valid.indptr) > 0).all()
+    assert set(made.tables["test"]["movie_id"].to_numpy()) <= set(catalogue.movie_ids)
+    steps = {row["step"].split(" (")[0]: row for row in made.funnel}
+    kept = steps["users with >= 5 positives in the catalogue"]
+    assert kept["users"] == split.n_users == steps["test"]["users"]
+    inside = steps["in the catalogue"]
+    assert inside["positives_on_movies_outside"] > 0 and inside["movies_no_thumbnail"] > 0
+    assert kept["positives"] == split.train.nnz + split.valid.nnz + split.test.nnz
+    assert inside["users"] - kept["users"] == kept["users_with_fewer"]
+
+
+def test_leave_one_out_keeps_users_whose_latest_positive_is_outside_the_catalogue():
+    # A user's latest positive is on a movie the catalogue excludes: splitting after the catalogue
+    # gives them their latest in-catalogue positive as test instead of silently losing them.
+    rows = [(1, m, 5.0, t) for m, t in zip(range(1, 8), range(100, 107))] + [(1, 99, 5.0, 999)]
+    made = make_split(table(rows), SplitConfig(method="loo"), Catalogue("c", np.arange(1, 8), {}))
+    assert made.tables["test"]["movie_id"].to_pylist() == [7]
+    assert made.tables["valid"]["movie_id"].to_pylist() == [6]
+
+
+def test_the_cold_split_holds_movies_out_of_train_and_valid_entirely():
+    data = random_interactions(seed=7, n_users=300)
+    config = SplitConfig(method="cold", seed=3, cold_share=0.1)
+    made = make_split(data, config)
+    cold = set(made.cold_items.tolist())
+    assert len(cold) == round(0.1 * made.catalogue.size)
+    assert not cold & set(made.tables["train"]["movie_id"].to_pylist())
+    assert not cold & set(made.tables["valid"]["movie_id"].to_pylist())
+    assert set(made.tables["test"]["movie_id"].to_pylist()) <= cold
+    split = build_split_data(made.tables, made.catalogue)
+    assert np.diff(split.valid.indptr).min() >= 1  # every kept user can be early-stopped on
+    # every positive of a kept user on a held-out movie is a test item
+    positives = data.filter(np.asarray(data["rating"]) >= 4.0)
+    kept_users = set(made.tables["train"]["user_id"].to_pylist())
+    expected = {(u, m) for u, m in pairs(positives) if m in cold and u in kept_users}
+    assert pairs(made.tables["test"]) == expected
+    assert make_split(data, config).cold_items.tolist() == made.cold_items.tolist()  # seeded
