@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
     from armor.config import EvalConfig
     from armor.data.splits import SplitData
-    from armor.training.trainer import Schedule, Streams
+    from armor.training.schedule import Schedule
+    from armor.training.trainer import Streams
 
 MODEL_FILE = "model.json"
 ARRAYS_FILE = "arrays.npz"

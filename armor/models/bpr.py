@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from armor.config import BPRConfig, from_dict
 from armor.errors import ArmorError, ConfigError, DataError, OrientationError
 from armor.models.base import TrainableRecommender
-from armor.training.trainer import Schedule
+from armor.training.schedule import Schedule
 
 if TYPE_CHECKING:
     from armor.training.trainer import Streams

@@ -32,7 +32,7 @@ from armor.models.base import EmbeddingRecommender, TrainableRecommender, l2_nor
 from armor.models.fusion import MODALITIES, Standardize, build_fusion, feature_stats
 from armor.training.loop import train_epoch
 from armor.training.losses import make_pair_step
-from armor.training.trainer import Schedule
+from armor.training.schedule import Schedule
 from armor.training.triplets import LikedItems, PairSampler
 
 if TYPE_CHECKING:

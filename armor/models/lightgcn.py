@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from armor.config import LightGCNConfig, from_dict
 from armor.errors import ArmorError, ConfigError, DataError
 from armor.models.base import TrainableRecommender
-from armor.training.trainer import Schedule
+from armor.training.schedule import Schedule
 
 if TYPE_CHECKING:
     from armor.training.trainer import Streams

@@ -94,6 +94,24 @@ def _raw(modality: str) -> Callable[[BuildContext], Recommender]:
     return build
 
 
+def _itemknn(ctx: BuildContext) -> Recommender:
+    from armor.models.neighbors import ItemKNN
+
+    return ItemKNN(ctx.settings["itemknn"])
+
+
+def _ease(ctx: BuildContext) -> Recommender:
+    from armor.models.neighbors import EASE
+
+    return EASE(ctx.settings["ease"])
+
+
+def _als(ctx: BuildContext) -> Recommender:
+    from armor.models.als import ALS
+
+    return ALS(ctx.settings["als"])
+
+
 def _popularity(ctx: BuildContext) -> Recommender:
     from armor.models.baselines import Popularity
 
@@ -119,9 +137,17 @@ def _lightgcn(ctx: BuildContext) -> Recommender:
 
 
 _CONTENT = {"fusion": FusionConfig, "train": TrainConfig}
+
+
+def _config(module: str, name: str) -> type:
+    """A config class that lives beside its model (imported for the flags and job data it types)."""
+    return getattr(importlib.import_module(module), name)
 # Small grids for a quick, still validation-chosen, run (the demo); "default" grids are in the modules.
 _BPR_SMALL = {"factors": [64], "learning_rate": [0.005, 0.02], "regularization": [0.001], "iterations": [300]}
 _LIGHTGCN_SMALL = {"dim": [64], "layers": [3], "lr": [5e-3], "reg": [1e-3], "epochs": [150]}
+_ITEMKNN_SMALL = {"k": [50, 200]}
+_EASE_SMALL = {"l2": [100.0, 250.0, 500.0, 1000.0]}
+_ALS_SMALL = {"factors": [64], "regularization": [0.01, 0.1], "alpha": [1.0, 10.0]}
 
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
@@ -142,6 +168,15 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("lightgcn", "interaction", "LightGCN", False, _lightgcn, "armor.models.lightgcn:LightGCN",
               {"lightgcn": LightGCNConfig}, paper_row="lightgcn",
               default_grid="armor.models.lightgcn:DEFAULT_GRID", small_grid=_LIGHTGCN_SMALL, grid_section="lightgcn"),
+    ModelSpec("itemknn", "interaction", "ItemKNN (cosine)", False, _itemknn, "armor.models.neighbors:ItemKNN",
+              {"itemknn": _config("armor.models.neighbors", "ItemKNNConfig")},
+              default_grid="armor.models.neighbors:ITEMKNN_GRID", small_grid=_ITEMKNN_SMALL, grid_section="itemknn"),
+    ModelSpec("als", "interaction", "ALS (implicit)", False, _als, "armor.models.als:ALS",
+              {"als": _config("armor.models.als", "ALSConfig")},
+              default_grid="armor.models.als:DEFAULT_GRID", small_grid=_ALS_SMALL, grid_section="als"),
+    ModelSpec("ease", "interaction", "EASE (Steck 2019)", False, _ease, "armor.models.neighbors:EASE",
+              {"ease": _config("armor.models.neighbors", "EASEConfig")},
+              default_grid="armor.models.neighbors:EASE_GRID", small_grid=_EASE_SMALL, grid_section="ease"),
     ModelSpec("popularity", "reference", "Popularity", False, _popularity, "armor.models.baselines:Popularity"),
     ModelSpec("random", "reference", "Random", False, _random, "armor.models.baselines:RandomRanker",
               {"train": TrainConfig}),

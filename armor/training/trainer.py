@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import math
 import time
@@ -36,17 +35,6 @@ from armor.training.selection import SELECT_METRIC, selection_score, validation_
 log = logging.getLogger(__name__)
 
 VALID_KEY = f"val_{SELECT_METRIC}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-    """How long a model trains and how often it is validated; ``patience`` counts evaluations."""
-
-    epochs: int
-    patience: int
-    seed: int
-    eval_every: int = 1
-    num_threads: int | None = None  # torch intra-op threads while training; None: leave as is
 
 
 class Streams:
