@@ -98,11 +98,24 @@ def pair_loss(z_anchor: Tensor, z_positive: Tensor, users: Tensor, anchors: Tens
         negatives = torch.full_like(positive_index, -1)
         found = valid.any(dim=1)
     else:
-        index, found = mine_negatives(sim, positive_sim, valid, config.mining, config.margin, generator)
+        if config.mining == "batch-hard":
+            positive_sim = hardest_positive(sim, positive_sim, liked, anchor_users, anchor_items, candidate_items)
+        index, found = mine_negatives(sim, positive_sim, valid, config.mining, config.margin, generator,
+                                      config.semi_hard_fallback)
         loss = triplet_margin_loss(positive_sim[found], sim[rows[found], index[found]], config.margin)
         negatives = torch.where(found, index, torch.full_like(index, -1))
     return PairLossOutput(loss=loss, negatives=negatives, found=found, positive_sim=positive_sim.detach(),
                           anchor_items=anchor_items, candidate_items=candidate_items)
+
+
+def hardest_positive(sim: Tensor, positive_sim: Tensor, liked: LikedItems, users: Tensor, anchors: Tensor,
+                     candidates: Tensor) -> Tensor:
+    """(A,) the least similar positive of each anchor in the batch (Hermans et al.'s batch-hard):
+    among candidates its user liked in training, other than the anchor item itself; the pair's own
+    positive is one of them, so every anchor has one."""
+    positive = liked.contains(users[:, None], candidates[None, :]) & (candidates[None, :] != anchors[:, None])  # (A, C)
+    hardest = torch.where(positive, sim, torch.full_like(sim, float("inf"))).min(dim=1).values  # (A,)
+    return torch.minimum(hardest, positive_sim)
 
 
 def make_pair_step(encode: Callable[[Tensor], Tensor], liked: LikedItems, config: TrainConfig,

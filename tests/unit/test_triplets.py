@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from armor.config import TrainConfig
-from armor.errors import DataError
+from armor.errors import ConfigError, DataError
 from armor.training.loop import TrainingError, train_epoch
 from armor.training.losses import info_nce, make_pair_step, pair_loss, triplet_margin_loss
 from armor.training.trainer import Streams
@@ -156,14 +156,23 @@ def test_batch_hard_takes_the_most_similar_valid_candidate():
     assert index[:2].tolist() == [1, 4]  # 0.90 is liked, so 0.70; 0.40 is the anchor, so 0.35
 
 
-def test_semi_hard_takes_the_hardest_inside_the_margin_band_else_the_hardest_valid():
-    index, found = mine_negatives(SIM, POS, VALID, "semi-hard", margin=0.2)
+def test_semi_hard_takes_the_hardest_inside_the_margin_band():
+    index, found = mine_negatives(SIM, POS, VALID, "semi-hard", margin=0.2, fallback="none")
     # anchor 0: band (0.40, 0.60) holds candidate 2 (0.55); 0.65 and 0.70 are harder than the positive.
-    # anchor 1: band (0.70, 0.90) is empty, so fall back to the hardest valid (candidate 4, 0.35).
-    assert index[:2].tolist() == [2, 4]
-    assert found.tolist() == [True, True, False]
+    # anchor 1: band (0.70, 0.90) is empty: FaceNet's rule has no negative for it, so it is left out.
+    assert index[0].item() == 2
+    assert found.tolist() == [True, False, False]
     wide, _ = mine_negatives(SIM, POS, VALID, "semi-hard", margin=0.5)
     assert wide[0].item() == 2  # 0.55 is still the hardest below 0.60
+
+
+def test_the_semi_hard_fallback_is_a_flag():
+    easiest, found = mine_negatives(SIM, POS, VALID, "semi-hard", 0.2, fallback="easiest")
+    assert easiest[:2].tolist() == [2, 2] and found.tolist() == [True, True, False]  # anchor 1: 0.05 is the least
+    hardest, _ = mine_negatives(SIM, POS, VALID, "semi-hard", 0.2, fallback="hardest")
+    assert hardest[:2].tolist() == [2, 4]  # anchor 1: 0.35, the most similar valid one
+    with pytest.raises(ConfigError, match="semi_hard_fallback"):
+        mine_negatives(SIM, POS, VALID, "semi-hard", 0.2, fallback="nearest")
 
 
 def test_random_mining_is_uniform_over_valid_candidates_only():
@@ -214,6 +223,28 @@ def test_pair_loss_by_hand_on_two_pairs():
     expected = (max(0, cos(0, 2) - cos(0, 1) + 0.2) + max(0, cos(2, 1) - cos(2, 3) + 0.2)) / 2
     assert out.loss.item() == pytest.approx(expected, rel=1e-5)
     assert out.candidate_items[out.negatives].tolist() == [2, 1]
+
+
+def test_batch_hard_pairs_the_hardest_negative_with_the_hardest_positive():
+    # User 0 liked items 0, 1 and 2; the batch holds pairs (0, 1) of user 0 and (3, 4) of user 1.
+    # For anchor 0 the positives in the batch are 1 (its pair) and... not 2 (not in the batch);
+    # a second pair (0, 2) of user 0 puts item 2 in the batch too: the hardest positive of anchor 0
+    # is then the less similar of items 1 and 2.
+    angle = torch.tensor([0.0, 0.2, 1.2, 2.0, 2.1])
+    table = torch.stack([angle.cos(), angle.sin()], dim=1)
+    train = sp.csr_matrix(np.array([[1, 1, 1, 0, 0], [0, 0, 0, 1, 1]], dtype=np.float32))
+    anchors, positives, users = torch.tensor([0, 3, 0]), torch.tensor([1, 4, 2]), torch.tensor([0, 1, 0])
+    out = pair_loss(table[anchors], table[positives], users, anchors, positives, LikedItems(train),
+                    TrainConfig(mining="batch-hard", margin=0.5), symmetric=False)
+
+    def cos(i: int, j: int) -> float:
+        return math.cos(float(angle[i] - angle[j]))
+
+    # anchor 0 (row 0 and row 2): hardest positive 2 (cos 0.36 < cos(0, 1)); negatives 3, 4 -> 3.
+    # anchor 3 (user 1): positive 4 only; negatives 0, 1, 2 -> 2 (the closest to angle 2.0).
+    anchor0 = max(0, cos(0, 3) - cos(0, 2) + 0.5)
+    anchor3 = max(0, cos(3, 2) - cos(3, 4) + 0.5)
+    assert out.loss.item() == pytest.approx((anchor0 + anchor3 + anchor0) / 3, rel=1e-5)
 
 
 # ---- one epoch -----------------------------------------------------------------------------
