@@ -27,7 +27,8 @@ DEFAULT_NAME = "armor-item-embeddings"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", required=True, type=Path)
-    parser.add_argument("--model", required=True, help="model name under WORKSPACE/models (from `armor train`)")
+    parser.add_argument("--model", required=True, help="SPLIT/NAME under WORKSPACE/models (from `armor train`), "
+                        "e.g. random/fused")
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"registered model name (default {DEFAULT_NAME})")
     parser.add_argument("--no-promote", action="store_true", help="register as challenger only")
     parser.add_argument("--tracking-uri", default=None,
@@ -45,7 +46,8 @@ def register(workspace: Path, model: str, name: str = DEFAULT_NAME, tracking: st
 
     ws = Workspace(workspace)
     model_dir = ws.models / model
-    ws.require(model_dir / "metrics.json", hint=f"train it first: armor train --workspace {workspace} --model ...")
+    ws.require(model_dir / "metrics.json", hint=f"train it first (armor train --workspace {workspace} --split "
+               "SPLIT --model NAME) and register it as SPLIT/NAME")
     uri = tracking_uri(ws.root, tracking)
     version = register_embeddings(model_dir, name, uri=uri, movies=ws.movies if ws.movies.exists() else None)
     champion = promote_version(name, version, uri) if promote else False

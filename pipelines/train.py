@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from armor.config import MissingModalityPolicy, setting
+from armor.config import setting
 from armor.models.registry import MODELS, SECTIONS, ModelSettings
 from pipelines.cli import add_common, add_dataclass_arguments, dataclass_from_args, stage_main
 from pipelines.tracking import Tracking, add_tracking_arguments, stage_run, tracking_from_args
@@ -54,8 +54,6 @@ class TrainJob:
     model: str = setting(None, "the model to train")
     split: str = setting("random", "split name under WORKSPACE/splits")
     settings: ModelSettings = ModelSettings()
-    missing_modality: MissingModalityPolicy = setting("exclude", "movies lacking a modality: exclude (the paper) "
-                                                      "or impute")
     features_dir: str | None = setting(None, "feature store (default WORKSPACE/features)")
     grid: Literal["default", "small"] | None = setting(None, "choose hyperparameters on validation from a grid")
     name: str | None = setting(None, "output name under WORKSPACE/models (default: the model)")
@@ -67,14 +65,11 @@ class TrainJob:
         from armor.models.registry import spec
 
         spec(self.model)
-        if self.missing_modality not in ("exclude", "impute"):
-            from armor.errors import ConfigError
-
-            raise ConfigError(f"--missing-modality must be exclude or impute, got {self.missing_modality!r}")
 
     @property
     def output(self) -> str:
-        return self.name or self.model
+        """The model's directory under WORKSPACE/models: SPLIT/NAME."""
+        return f"{self.split}/{self.name or self.model}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +86,7 @@ class Placement:
 def load_job_data(job: TrainJob) -> Benchmark:
     from armor.data.benchmark import load_benchmark
 
-    return load_benchmark(job.workspace, job.split, job.missing_modality, job.features_dir)
+    return load_benchmark(job.workspace, job.split, job.features_dir, needs_features=MODELS[job.model].needs_features)
 
 
 def build(job: TrainJob, bench: Benchmark, device: str = "cpu") -> Recommender:
@@ -168,6 +163,7 @@ def train(job: TrainJob, placement: Placement = Placement(), tracking: Tracking 
 
 def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
     from armor.config import EvalConfig
+    from armor.data.splits import catalogue_digest
     from armor.eval.protocol import evaluate
     from armor.models.base import TrainableRecommender, load_recommender
     from armor.training.trainer import fit
@@ -193,7 +189,8 @@ def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
     summary = {"name": job.output, "model": job.model, "split": job.split, "seconds": round(seconds, 1),
                "valid": {k: round(v, 6) for k, v in valid.means.items()}, "history": list(model.history),
                "best_epoch": model.best_epoch, "grid": grid, "last_report": last_report,
-               "catalogue": bench.data.n_items, "excluded_movies": bench.excluded_movies,
+               "catalogue": bench.data.n_items, "catalogue_digest": catalogue_digest(bench.data.item_ids),
+               "excluded_movies": bench.excluded_movies,
                "config": dataclasses.asdict(job)}
     write_model(model, bench.data.item_ids, summary, ws.models / job.output)
     return summary
@@ -204,7 +201,7 @@ def run_name(job: TrainJob, workers: int) -> str:
     checkpoint (after a killed driver, say); any change of data, model or settings starts anew."""
     identity = {**dataclasses.asdict(job), "kill_rank_after_epoch": None, "kill_marker": None, "workers": workers}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return f"{job.output}-{digest}"
+    return f"{job.output.replace('/', '-')}-{digest}"
 
 
 def _grid_search(job: TrainJob, bench: Benchmark) -> tuple[Recommender, dict[str, Any]]:
@@ -231,12 +228,11 @@ def fit_on_ray(job: TrainJob, placement: Placement, *, storage: Path, name: str 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from armor.errors import ConfigError
     from pipelines.ray_utils import ray_session
 
     workers = placement.workers if MODELS[job.model].data_parallel else 1
     if placement.workers > 1 and workers == 1:
-        raise ConfigError(f"--workers {placement.workers}: {job.model} trains in one worker")
+        log.info("%s is not data-parallel: training it in one Ray Train worker, not %d", job.model, placement.workers)
     # Workers run in their own directories: give them absolute paths (on a cluster the
     # workspace must be on storage every node mounts at the same path).
     job = dataclasses.replace(job, workspace=str(Path(job.workspace).resolve()),

@@ -284,7 +284,6 @@ def retrain_winner(job: TuneJob, sample: dict[str, Any], tracking: Tracking) -> 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", required=True, type=Path)
     parser.add_argument("--split", default="random", help="split name under WORKSPACE/splits (default random)")
-    parser.add_argument("--missing-modality", choices=("exclude", "impute"), default="exclude")
     add_dataclass_arguments(parser, TuneJob, exclude=("base", "space"))
     add_dataclass_arguments(parser.add_argument_group("search space"), SearchSpace)
     add_settings_arguments(parser, sections=("fusion", "train"))
@@ -294,7 +293,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def job_from_args(args: argparse.Namespace) -> TuneJob:
     base = TrainJob(workspace=str(args.workspace.resolve()), model="fused", split=args.split,
-                    missing_modality=args.missing_modality,
                     settings=settings_from_args(args, sections=("fusion", "train")))
     return dataclass_from_args(TuneJob, args, base=base, space=dataclass_from_args(SearchSpace, args))
 

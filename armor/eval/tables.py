@@ -36,9 +36,14 @@ def markdown_table(results: Sequence[EvaluationResult], columns: Sequence[str] =
 
 
 def csv_table(results: Sequence[EvaluationResult], extra: dict[str, str] | None = None) -> str:
+    return csv_rows([(result, extra or {}) for result in results])
+
+
+def csv_rows(results: Sequence[tuple[EvaluationResult, dict[str, str]]]) -> str:
+    """One CSV row per (result, extra columns), every metric with its CI bounds; columns in first-seen order."""
     rows = []
-    for result in results:
-        row: dict[str, object] = {"model": result.model, "split": result.split, **(extra or {})}
+    for result, extra in results:
+        row: dict[str, object] = {"model": result.model, "split": result.split, **extra}
         row.update(result.row())
         rows.append(row)
     fields: list[str] = []

@@ -1,5 +1,6 @@
 """The `armor` command line: data preparation, splitting, evaluation and the demo, end to end."""
 
+import csv
 import shutil
 import subprocess
 import sys
@@ -71,18 +72,39 @@ def test_errors_name_the_problem_and_exit_2(tmp_path, capsys):
     assert "--method" in capsys.readouterr().err
 
 
-def test_demo_writes_the_baseline_table(tmp_path, capsys):
-    # The scrape/encode/train/report stages are exercised by their own integration tests; the
-    # whole `make demo` takes minutes.
-    assert main(["demo", "--workspace", str(tmp_path / "demo"), "--bootstrap", "50", "--skip-scrape"]) == 0
+def test_demo_without_content_trains_and_reports_both_protocols(tmp_path, capsys):
+    # No scrape and no encode: the models that need no content run on every movie, under both
+    # protocols, and the report gives Table 1 for each (the content stages have their own tests).
+    assert main(["demo", "--workspace", str(tmp_path / "demo"), "--bootstrap", "50", "--skip-scrape",
+                 "--models", "popularity", "random", "--no-tracking"]) == 0
     out = capsys.readouterr().out
-    assert "| popularity |" in out and "leave-one-out" in out
-    csv = (tmp_path / "demo" / "baselines.csv").read_text().splitlines()
-    assert csv[0].startswith("model,split,protocol")
-    assert len(csv) == 1 + 2 * 2  # two models under two protocols
-    # popularity must beat random by a wide margin on real data
-    rows = [dict(zip(csv[0].split(","), line.split(","))) for line in csv[1:]]
-    for protocol in ("random", "loo"):
-        pop = next(r for r in rows if r["model"] == "popularity" and r["protocol"] == protocol)
-        rnd = next(r for r in rows if r["model"] == "random" and r["protocol"] == protocol)
+    assert "Table 1 under leave-one-out" in out and "Table 1 under random 80/10/10" in out
+    assert "best on test under loo: popularity" in out and "best on test under random: popularity" in out
+    rows = list(csv.DictReader((tmp_path / "demo" / "report" / "table1.csv").open()))
+    assert sorted((r["model"], r["protocol"]) for r in rows) == [
+        ("Popularity", "loo"), ("Popularity", "random"), ("Random", "loo"), ("Random", "random")]
+    for protocol in ("random", "loo"):  # popularity beats random by a wide margin on real data
+        pop = next(r for r in rows if r["model"] == "Popularity" and r["protocol"] == protocol)
+        rnd = next(r for r in rows if r["model"] == "Random" and r["protocol"] == protocol)
         assert float(pop["recall@10"]) > 3 * float(rnd["recall@10"])
+    assert not (tmp_path / "demo" / "features").exists()  # nothing needed the feature store
+
+
+def test_interaction_baselines_train_without_a_feature_store(tmp_path, capsys):
+    ws = tmp_path / "ws"
+    assert main(["data", "synth", "--size", "tiny", "--out", str(tmp_path / "synth"), "--no-content"]) == 0
+    assert main(["data", "prepare", "--movielens", str(tmp_path / "synth"), "--out", str(ws)]) == 0
+    assert main(["data", "split", "--workspace", str(ws), "--method", "loo"]) == 0
+    assert "| users with >= 5 positives in the catalogue |" in capsys.readouterr().out  # the funnel
+    for model in ("bpr", "popularity", "ease", "itemknn"):
+        assert main(["train", "--workspace", str(ws), "--split", "loo", "--model", model, "--local",
+                     "--bpr-iterations", "20", "--no-tracking"]) == 0, capsys.readouterr().err
+        assert (ws / "models" / "loo" / model / "metrics.json").exists()
+    assert not (ws / "features").exists()
+    # a content model on the same workspace says what it is missing
+    assert main(["train", "--workspace", str(ws), "--split", "loo", "--model", "text", "--local",
+                 "--no-tracking"]) == 2
+    assert "feature store" in capsys.readouterr().err
+    # and the multimodal catalogue cannot be chosen without one
+    assert main(["data", "split", "--workspace", str(ws), "--catalogue", "multimodal"]) == 2
+    assert "armor encode" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def test_train_job_submitted_to_a_head_succeeds_and_is_tracked(ray_head, tmp_pat
                             capture_output=True, text=True, timeout=60)
     assert "succeeded" in (status.stdout + status.stderr).lower()
     assert "validation NDCG@10" in job.stdout
-    assert (ws / "models" / "fused" / "metrics.json").exists()
+    assert (ws / "models" / "random" / "fused" / "metrics.json").exists()
 
     import mlflow
 

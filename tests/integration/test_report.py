@@ -1,84 +1,85 @@
-"""`armor report`: Table 1 with CIs and paper rows, figures, cold start, interpretability."""
+"""`armor report`: definitions, funnels, Table 1 under both protocols with CIs and paper rows,
+the item cold-start table, figures, interpretability; and the catalogue every model must match."""
 
 import csv
+import shutil
 
-import numpy as np
 import pytest
 
 from armor.config import BPRConfig, FusionConfig, TrainConfig
 from armor.errors import DataError
-from armor.eval.report import ReportConfig, make_report
+from armor.eval.report import ReportConfig, best_models, make_report
 from armor.models.registry import ModelSettings
+from pipelines.tracking import Tracking
 from pipelines.train import Placement, TrainJob, train
 from tests.workspaces import make_workspace
 
 pytestmark = pytest.mark.slow
 
 MODELS = ("text", "image", "fused", "fused-paper", "bpr", "popularity", "random")
+COLD_MODELS = ("text", "fused", "bpr", "popularity", "random")
+SETTINGS = ModelSettings.of(fusion=FusionConfig(dim=32, out_dim=16, heads=2),
+                            train=TrainConfig(batch_size=64, epochs=6, steps_per_epoch=8),
+                            bpr=BPRConfig(factors=16, iterations=60))
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    ws = make_workspace(tmp_path_factory.mktemp("report") / "ws", missing_thumbnails=0.1)
-    for model in MODELS:
-        settings = ModelSettings.of(fusion=FusionConfig(dim=32, out_dim=16, heads=2),
-                                    train=TrainConfig(batch_size=64, epochs=6, steps_per_epoch=8),
-                                    bpr=BPRConfig(factors=16, iterations=60))
-        train(TrainJob(workspace=str(ws), split="random", model=model, settings=settings), Placement(local=True))
+    ws = make_workspace(tmp_path_factory.mktemp("report") / "ws", missing_thumbnails=0.1,
+                        extra_splits=("loo", "cold"))
+    for split, models in (("random", MODELS), ("loo", MODELS), ("cold", COLD_MODELS)):
+        for model in models:
+            train(TrainJob(workspace=str(ws), split=split, model=model, settings=SETTINGS), Placement(local=True),
+                  Tracking(tracking=False))
     return ws
 
 
-def test_report_has_table1_paper_rows_figures_and_interpretability(trained):
+def test_report_has_both_tables_the_funnels_definitions_figures_and_interpretability(trained):
     out = make_report(trained, ReportConfig(bootstrap=100))
     text = (out / "report.md").read_text()
-    assert "## Table 1 (reproduced)" in text and "The paper's Table 1" in text
+    for heading in ("## Definitions", "## Table 1 under leave-one-out", "## Table 1 under random 80/10/10",
+                    "## Item cold start"):
+        assert heading in text
+    assert "Recall@K** = test items in the top K / the user's number of test items" in text
+    assert "| users with >= 5 positives in the catalogue |" in text  # the funnel
     assert "| Fused, paper's attention (eqs. 4.2-4.6) | 0.0040 | 0.0120 | 0.0360 |" in text  # the paper's row
-    assert "Full minus paper fusion, test NDCG@10" in text
+    assert "Fused, full attention (ours) minus Fused, paper's attention" in text
     assert "share of movies where it leads" in text
-    for figure in ("recall.png", "ndcg.png", "top5.png", "tsne_text.png"):
+    for figure in ("recall_loo.png", "ndcg_random.png", "top5.png", "tsne_text.png"):
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader((out / "table1.csv").open()))
-    assert {r["model"] for r in rows} == {"Text-only (raw features)", "Image-only (raw features)",
-                                          "Fused, full attention (ours)", "Fused, paper's attention (eqs. 4.2-4.6)",
-                                          "BPR", "Popularity", "Random"}
-    assert all(r["split"] == "test" and r["protocol"] == "random" for r in rows)
+    assert sorted({r["protocol"] for r in rows}) == ["loo", "random"]
+    assert len(rows) == 2 * len(MODELS)  # one row per model and protocol
     for r in rows:  # every reported mean lies inside its CI
         assert float(r["ndcg@10_lo"]) <= float(r["ndcg@10"]) <= float(r["ndcg@10_hi"])
-    score = {r["model"]: float(r["ndcg@10"]) for r in rows}
-    assert score["Fused, full attention (ours)"] > 3 * score["Random"]
+    score = {(r["model"], r["protocol"]): float(r["ndcg@10"]) for r in rows}
+    for protocol in ("loo", "random"):
+        assert score[("Fused, full attention (ours)", protocol)] > 3 * score[("Random", protocol)]
+    assert set(best_models(out)) == {"loo", "random"}
 
 
-def test_cold_start_table_ranks_unseen_movies_only_with_content(trained, tmp_path):
-    # Hide every training interaction of 15 movies: content models can still rank them.
-    import pyarrow.parquet as pq
-
-    split = trained / "splits" / "random"
-    train_table = pq.read_table(split / "train.parquet")
-    test_table = pq.read_table(split / "test.parquet")
-    from armor.data.benchmark import load_benchmark
-
-    catalogue = load_benchmark(trained, "random").data.item_ids
-    test_movies = np.unique(test_table["movie_id"].to_numpy())
-    cold = test_movies[np.isin(test_movies, catalogue)][:15]
-    keep = ~np.isin(train_table["movie_id"].to_numpy(), cold)
-    pq.write_table(train_table.filter(keep), split / "train.parquet")
-    try:
-        for model in ("text", "popularity"):
-            train(TrainJob(workspace=str(trained), split="random", model=model, name=f"cold-{model}"),
-                  Placement(local=True))
-        out = make_report(trained, ReportConfig(models=("cold-text", "cold-popularity"), bootstrap=0),
-                          out=tmp_path / "r")
-    finally:
-        pq.write_table(train_table, split / "train.parquet")
-    text = (out / "report.md").read_text()
-    assert "## Cold start: 15 test movies nobody liked in training" in text
-    lines = [line for line in text.splitlines() if line.startswith("| cold-")]
-    cold_rows = {line.split("|")[1].strip(): line for line in lines[-2:]}
-    recall_text = float(cold_rows["cold-text"].split("|")[3])
-    recall_popularity = float(cold_rows["cold-popularity"].split("|")[3])
-    assert recall_popularity == 0.0 and recall_text > 0.0
+def test_cold_start_ranks_held_out_movies_with_content_and_interaction_models_at_chance(trained):
+    out = make_report(trained, ReportConfig(bootstrap=100))
+    rows = {r["model"]: r for r in csv.DictReader((out / "coldstart.csv").open())}
+    bpr = rows["BPR (no content: never saw these movies, at chance)"]
+    chance = rows["Random (no content: never saw these movies, at chance)"]
+    text = rows["Text-only (raw features)"]
+    assert float(text["ndcg@10"]) > 3 * float(chance["ndcg@10"])
+    assert float(bpr["ndcg@10"]) <= float(chance["ndcg@10_hi"]) + 0.02  # BPR has nothing to place them with
 
 
-def test_a_model_trained_on_another_catalogue_is_refused(trained):
+def test_a_model_of_another_catalogue_or_none_at_all_is_refused(trained, tmp_path):
     with pytest.raises(DataError, match="no trained model"):
         make_report(trained, ReportConfig(models=("nonexistent",), bootstrap=0))
+    # the cold split ranks the same catalogue but its models were fitted without the held-out movies'
+    # ratings; a model of a split over another catalogue must be refused, not silently scored
+    other = make_workspace(tmp_path / "other", movies=200)
+    train(TrainJob(workspace=str(other), model="popularity", settings=SETTINGS), Placement(local=True),
+          Tracking(tracking=False))
+    shutil.copytree(other / "models" / "random" / "popularity", trained / "models" / "loo" / "stranger")
+    try:
+        with pytest.raises(DataError, match="another catalogue"):
+            make_report(trained, ReportConfig(protocols=("loo",), cold_split=None, models=("stranger",),
+                                              bootstrap=0))
+    finally:
+        shutil.rmtree(trained / "models" / "loo" / "stranger")

@@ -30,9 +30,9 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint_and_finishes(ray_local
     assert summary["last_report"]["resumed_runs"] == 1  # the final epochs ran in the restarted group
     assert summary["last_report"]["resumed_from_epoch"] == 2
     assert summary["last_report"]["epoch"] == 4
-    metrics = json.loads((ws / "models" / "fused" / "metrics.json").read_text())
+    metrics = json.loads((ws / "models" / "random" / "fused" / "metrics.json").read_text())
     assert metrics["valid"]["ndcg@10"] == summary["valid"]["ndcg@10"] > 0
-    assert (ws / "models" / "fused" / "item_embeddings.parquet").exists()
+    assert (ws / "models" / "random" / "fused" / "item_embeddings.parquet").exists()
 
 
 def test_lightgcn_checkpoints_every_epoch_and_resumes_to_the_uninterrupted_result(ray_local, tmp_path):
@@ -53,8 +53,8 @@ def test_lightgcn_checkpoints_every_epoch_and_resumes_to_the_uninterrupted_resul
     assert [h["epoch"] for h in uninterrupted["history"]] == [1, 2, 3, 4, 5]
     for resumed, whole in zip(summary["history"], uninterrupted["history"]):
         assert resumed["val_ndcg@10"] == pytest.approx(whole["val_ndcg@10"], abs=1e-6)
-    on_ray = load_recommender(ws / "models" / "lightgcn" / "model").item_final
-    local = load_recommender(ws / "models" / "lightgcn-local" / "model").item_final
+    on_ray = load_recommender(ws / "models" / "random" / "lightgcn" / "model").item_final
+    local = load_recommender(ws / "models" / "random" / "lightgcn-local" / "model").item_final
     np.testing.assert_allclose(on_ray, local, rtol=1e-4, atol=1e-6)
 
 
