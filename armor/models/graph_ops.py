@@ -2,32 +2,37 @@
 
 Same math as :func:`armor.models.lightgcn.propagate` over
 :func:`armor.models.lightgcn.normalized_adjacency` (``Â = D^-1/2 A D^-1/2``, isolated nodes keep
-zero rows, final embedding = mean of ``E_0 .. E_L``), computed faster:
+zero rows, final embedding = mean of ``E_0 .. E_L``), computed faster. Measured with
+``benchmarks/bench_lightgcn_speed.py`` on ML-100K (random 80/10/10: 2,620 nodes, 88,382 nonzeros
+in ``Â``), d = 64, 3 layers, batch 2,048, one torch thread, on a 2-core machine shared with other
+jobs (ratios of interleaved medians; wall and process-CPU time agree within ~0.3):
 
-1. **CSR instead of COO.** ``torch.sparse.mm`` on a coalesced COO tensor runs ATen's generic
-   COO kernel; on a sparse CSR tensor it runs MKL's CSR SpMM. ML-100K's graph (2,620 nodes,
-   88,382 nonzeros), d = 64, one thread: 3.2 ms per ``Â @ E`` with COO, 0.55-0.65 ms with CSR.
-2. **A backward that reuses the same matrix.** Autograd's backward of a sparse @ dense product
-   transposes the sparse operand on every step (for COO, a transpose plus a coalesce: 4.0 ms on
-   ML-100K; for CSR, a CSR -> CSC conversion), so plain CSR under autograd gained only ~1.4x per
-   training step. ``Â`` is symmetric, and so is the whole propagation operator
-   ``P = (I + Â + ... + Â^L) / (L + 1)``; hence ``dLoss/dE_0 = P (dLoss/dE_final)``: the backward
-   is the forward applied to the incoming gradient, L more CSR products and nothing else, and no
-   intermediate layer is kept for it. With both, a training step (BPR on a batch of 2,048,
-   3 layers) went from ~26 ms to ~9 ms on ML-100K (see ``benchmarks/bench_lightgcn_speed.py``).
-3. ``index_select`` instead of ``tensor[index]`` for the batch gathers: the advanced-indexing
-   kernel and its ``index_put_(accumulate=True)`` backward cost ~0.3 ms each for 6,144 rows;
-   ``index_select`` / ``index_add_`` cost ~0.05 / ~0.1 ms (see :func:`bpr_step`).
+1. **CSR instead of COO.** ``torch.sparse.mm`` on a coalesced COO tensor runs ATen's generic COO
+   kernel (3.2 ms per ``Â @ E``); on a sparse CSR tensor it runs MKL's CSR SpMM (0.55-0.65 ms).
+   Under autograd alone this bought only 1.1-1.6x per epoch, because autograd's backward of a
+   sparse @ dense product transposes the sparse operand on every step (COO: transpose + coalesce,
+   4.0 ms; CSR: a CSR -> CSC conversion).
+2. **A backward that reuses the same matrix** (the main win). ``Â`` is symmetric, so the whole
+   propagation ``P = (I + Â + ... + Â^L) / (L + 1)`` is too, and ``dLoss/dE_0 = P dLoss/dE_final``:
+   the backward is the forward applied to the incoming gradient, L more CSR products, no
+   transposes and no saved intermediate layers. CSR + this: 2.4-3.6x per epoch.
+3. **L2 by multiplicity** in :func:`bpr_step`: ``sum_i count_i ||E0_i||^2`` (counts from a
+   bincount of the batch's node ids) instead of gathering the batch's rows and scattering their
+   gradient back: another ~1.15-1.3x. The whole fast step: 3.2-3.5x per epoch at equal
+   validation NDCG@10 (identical to 4 decimals after 20 epochs at lr 1e-3 and 5e-3).
 
-What did not help (measured, same benchmark): two torch threads on this 2-core machine (a
-co-tenant on the other core makes every OpenMP barrier wait: 10-20x slower SpMM); int32 CSR
-indices (within noise); fused/foreach Adam (within noise); computing the last layer only for the
-batch's rows (:func:`propagate_rows`: on ML-100K a batch touches ~79% of the nodes and ~93% of
-the edges, so it saves almost nothing and the row extraction costs more).
+Measured and not kept: one ``index_select`` for the three gathers instead of ``tensor[index]``
+(faster in isolation, within noise in the step; kept because it is not slower); fused or foreach
+Adam (within noise); int32 CSR indices (within noise); two torch threads (6x slower per epoch
+with another job on the other core: every OpenMP barrier waits for a descheduled thread);
+computing the last layer only for the batch's rows (:func:`propagate_rows`: a batch of 2,048
+touches ~79% of ML-100K's nodes and ~93% of its edges, and the row slicing costs the rest; also
+no gain at the ML-1M shape, where the fast path was 4.3x faster than the reference per step).
 
 The symmetry is what makes the backward right: :func:`normalized_adjacency_csr` builds ``Â``
-with values ``d_i^-1/2 d_j^-1/2`` computed once per edge pair and stored on both sides, so it is
-exactly (bitwise) symmetric. Do not hand :func:`propagate` a non-symmetric matrix.
+with the same float32 factors as lightgcn's version (the matrices are bitwise equal) and one
+product ``d_i^-1/2 d_j^-1/2`` per edge, stored on both sides, so it is exactly symmetric. Do not
+hand :func:`propagate` a non-symmetric matrix.
 
 No ray import here (armor's layering test checks every module imports without Ray).
 """
