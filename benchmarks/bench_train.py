@@ -1,50 +1,44 @@
-"""Training throughput: LightGCN with 1 vs 2 torch threads, fused model with 1 vs 2 Ray Train workers.
+"""Training speed: LightGCN against the propagation it replaced, and the fused model's pairs/s with
+1 vs 2 threads and 1 vs 2 Ray Train workers. Every figure is a ratio against a baseline run in
+the same process.
 
-Data: the ML-1M-shaped synthetic world (6,040 users x 3,706 movies, ~1M ratings), random
-80/10/10 split, written as a workspace (ratings, split, a feature store). Features are random
-projections of the world's planted truth (as in tests/workspaces.py) at the real encoders'
-widths (text 384, poster / thumbnail 1280), so the fusion's input layers cost what they will.
-
-LightGCN (LightGCNConfig defaults, no validation): seconds per training step, timed inside the
-library's own loop at the negative sampler, which runs once per step; an epoch is
-``ceil(train positives / batch_size)`` steps. On ML-1M an epoch is a few hundred full-graph
-propagations (minutes on 2 cores), so by default a sample of steps is timed and scaled to an
-epoch; ``--lightgcn-steps 0`` times two whole epochs instead.
+LightGCN (ML-100K, the embedded copy, random 80/10/10 over every movie; dim 64, 3 layers, batch
+2048, one uniform negative, Adam, reg 1e-4, 1 torch thread): the library's LightGCN (CSR
+adjacency, self-adjoint propagation, ``armor.models.graph_ops``) and ``ReferenceLightGCN`` (the
+COO adjacency and plain-autograd step it trained with before) train side by side, epochs
+interleaved so load slows both alike; the benchmark prints each one's median seconds per epoch,
+the speed-up, and both validation NDCG@10 after the same number of epochs (equal quality).
 
 Fused model (FusionConfig and TrainConfig defaults, except epochs and steps per epoch so a run
-takes ~20-40 s): anchor-positive pairs per second from the trainer's per-epoch history, which
-times the training steps only (Ray start-up, worker start, data loading and validation are
-outside it). The first epoch is a warm-up and left out when there are more. Runs: in this
-process (``train(..., local=True)``) with 1 and with 2 torch threads, then
-``train(job, workers=1)`` and ``workers=2`` in one Ray session, which is shut down at the end
-(Ray gives each 1-CPU worker one OpenMP thread).
-
-The ratios are against the in-run baselines (1 thread, 1 worker). On a 2-core machine shared
-with other work they move with the load, which is printed next to them.
+takes ~20-40 s), on the ML-1M-shaped synthetic workspace (6,040 users x 3,706 movies, features at
+the real encoders' widths: text 384, poster / thumbnail 1280): anchor-positive pairs per second
+from the trainer's per-epoch history, first epoch left out as warm-up. Runs: in this process
+with 1 and with 2 torch threads, then ``workers=1`` and ``workers=2`` in one Ray session, which
+is shut down at the end (Ray gives each 1-CPU worker one OpenMP thread).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
-import math
 import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
 
 from armor.config import FusionConfig, LightGCNConfig, SplitConfig, TrainConfig
 from armor.data.splits import make_split, write_split
 from armor.data.synthetic import SyntheticConfig, SyntheticWorld
 from armor.features.store import FeatureStore
+from armor.models import lightgcn
 
 FEATURE_DIMS = {"text": 384, "poster": 1280, "thumbnail": 1280}
 WARMUP_STEPS = 2
@@ -91,46 +85,70 @@ def build_workspace(root: Path, preset: str, seed: int = 0) -> tuple[Path, dict[
 
 
 # --------------------------------------------------------------------------------------------
-# LightGCN
+# LightGCN: today's fast path against the plain-autograd propagation it replaced, in one run
 # --------------------------------------------------------------------------------------------
 
 
-class _StepsDone(Exception):
-    """Stops LightGCN.fit once enough steps are timed."""
+class ReferenceLightGCN(lightgcn.LightGCN):
+    """LightGCN as it trained before armor.models.graph_ops: a COO adjacency and a step under plain
+    autograd (the backward transposes the sparse matrix every step). Same math, same streams."""
+
+    def begin(self, train, streams, *, rank=0, world_size=1):
+        super().begin(train, streams, rank=rank, world_size=world_size)
+        self._adjacency = lightgcn.normalized_adjacency(train)  # (N, N) COO
+
+    def train_epoch(self, epoch, streams):
+        cfg, embeddings, rng = self.config, self._embeddings, streams.numpy
+        order = rng.permutation(self._pos_users.size)
+        total = 0.0
+        for start in range(0, order.size, cfg.batch_size):
+            batch = order[start : start + cfg.batch_size]
+            users = self._pos_users[batch]
+            negatives = self._sampler(rng, users)
+            u, p, n = (torch.from_numpy(x) for x in (users, self._pos_items[batch] + self._n_users,
+                                                       negatives + self._n_users))
+            final = lightgcn.propagate(self._adjacency, embeddings, cfg.layers)  # (N, d)
+            ranking = F.softplus((final[u] * final[n]).sum(-1) - (final[u] * final[p]).sum(-1)).mean()
+            l2 = (embeddings[u].pow(2).sum() + embeddings[p].pow(2).sum()
+                  + embeddings[n].pow(2).sum()) / (2 * batch.size)
+            loss = ranking + cfg.reg * l2
+            self._optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self._optimizer.step()
+            total += float(loss.detach()) * batch.size
+        self._final_stale = True
+        return {"loss": total / order.size}
 
 
-def lightgcn_epoch_seconds(train, threads: int, steps: int) -> dict[str, float]:
-    """Seconds per step and per epoch of LightGCN.fit with ``threads`` torch threads.
+def lightgcn_speedup(data, epochs: int, lr: float, seed: int) -> dict[str, float]:
+    """Reference and fast LightGCN trained side by side, epochs interleaved (A, B, B, A, ...) so a
+    busy machine slows both alike: median s/epoch of each, and validation NDCG@10 after ``epochs``."""
+    from armor.training.selection import selection_score
+    from armor.training.trainer import Trainer
 
-    ``steps`` > 0: time that many steps after a warm-up and scale to an epoch; 0: two whole epochs.
-    """
-    from armor.models import lightgcn
+    config = LightGCNConfig(dim=64, layers=3, lr=lr, reg=1e-4, batch_size=2048, epochs=epochs, seed=seed)
+    trainers = {"reference": Trainer(ReferenceLightGCN(config, num_threads=1), data.train),
+                "fast": Trainer(lightgcn.LightGCN(config, num_threads=1), data.train)}
+    seconds = {name: [] for name in trainers}
+    for epoch in range(epochs):
+        for name in (list(trainers) if epoch % 2 == 0 else list(trainers)[::-1]):
+            seconds[name].append(trainers[name].run_epoch()["seconds"])
+    ndcg = {name: selection_score(t.finish(), data) for name, t in trainers.items()}
+    ref, fast = float(np.median(seconds["reference"])), float(np.median(seconds["fast"]))
+    return {"lr": lr, "seed": seed, "reference_s": ref, "fast_s": fast, "speedup": ref / fast,
+            "reference_ndcg": ndcg["reference"], "fast_ndcg": ndcg["fast"]}
 
-    config = LightGCNConfig(epochs=2 if steps == 0 else 1)
-    per_epoch = math.ceil(train.nnz / config.batch_size)
-    wanted = 2 * per_epoch if steps == 0 else WARMUP_STEPS + steps
-    stamps: list[float] = []
 
-    class TimedSampler(lightgcn.NegativeSampler):
-        # Called once at the start of every step: the gaps between calls are whole steps.
-        def __call__(self, rng, users):
-            stamps.append(time.perf_counter())
-            if len(stamps) > wanted:
-                raise _StepsDone
-            return super().__call__(rng, users)
+def ml100k_random_split():
+    """ML-100K (the embedded copy), random 80/10/10 over every movie, as `armor data split` makes it."""
+    from armor.data import movielens
+    from armor.data.splits import build_split_data, make_split
 
-    model = lightgcn.LightGCN(config, num_threads=threads)
-    started = time.perf_counter()
-    with mock.patch.object(lightgcn, "NegativeSampler", TimedSampler), contextlib.suppress(_StepsDone):
-        model.fit(train)
-    if steps == 0:  # the last step ends when fit returns (plus one propagation for the final embeddings)
-        stamps.append(time.perf_counter())
-        gaps = np.diff(stamps)
-    else:
-        gaps = np.diff(stamps)[WARMUP_STEPS:]
-    step = float(np.mean(gaps))
-    return {"threads": threads, "timed_steps": int(gaps.size), "s_per_step": step, "steps_per_epoch": per_epoch,
-            "s_per_epoch": step * per_epoch, "setup_s": stamps[0] - started}
+    with tempfile.TemporaryDirectory() as tmp:
+        movielens.prepare(movielens.embedded_ml100k_dir(), tmp)
+        interactions = pq.read_table(Path(tmp) / "interactions.parquet")
+    made = make_split(interactions, SplitConfig(method="random", seed=0))
+    return build_split_data(made.tables, made.catalogue)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,9 +200,9 @@ def still_alive(pids: dict[int, str], wait_s: float = 15.0) -> dict[int, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="ml-1m", help="synthetic preset (default ml-1m)")
-    parser.add_argument("--lightgcn-steps", type=int, default=20,
-                        help="LightGCN steps timed per thread count after 2 warm-up steps; 0: two whole epochs")
+    parser.add_argument("--size", default="ml-1m", help="synthetic preset of the fused-model runs (default ml-1m)")
+    parser.add_argument("--lightgcn-epochs", type=int, default=10, help="LightGCN epochs per path and learning rate")
+    parser.add_argument("--lightgcn-lrs", type=float, nargs="+", default=[1e-3, 5e-3])
     parser.add_argument("--epochs", type=int, default=3, help="fused-model epochs per run (the first is warm-up)")
     parser.add_argument("--steps-per-epoch", type=int, default=20, help="fused-model steps per epoch")
     parser.add_argument("--skip-lightgcn", action="store_true")
@@ -198,81 +216,14 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     t0 = time.perf_counter()
     load_start = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        ws, facts = build_workspace(Path(tmp) / "ws", args.size)
-        from armor.data.benchmark import load_benchmark
-
-        bench = load_benchmark(ws, "random")
-        data = bench.data
-        print(f"data: {facts['users']} users x {facts['movies']} movies, {facts['ratings']} ratings; "
-              f"train {data.train.shape[0]} x {data.train.shape[1]}, {data.train.nnz} positives "
-              f"(workspace built in {time.perf_counter() - t0:.1f} s); load average {load_start:.2f} on "
-              f"{os.cpu_count()} CPUs")
-
-        gcn = []
-        if not args.skip_lightgcn:
-            import torch
-
-            before = torch.get_num_threads()
-            for threads in (1, 2):
-                gcn.append(lightgcn_epoch_seconds(data.train, threads, args.lightgcn_steps))
-                print(f"  lightgcn threads={threads}: {gcn[-1]['s_per_step']:.3f} s/step", flush=True)
-            torch.set_num_threads(before)
-
-        fused: dict = {}
-        ray_pids: dict[int, str] = {}
-        if not args.skip_fused:
-            from armor.models.registry import ModelSettings
-            from pipelines.ray_utils import ray_session
-            from pipelines.train import Placement, TrainJob, train
-
-            settings = ModelSettings.of(fusion=FusionConfig(),
-                                        train=TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch))
-            job = TrainJob(workspace=str(ws), split="random", model="fused", settings=settings)
-            import torch
-
-            before = torch.get_num_threads()
-            for threads in (1, 2):
-                torch.set_num_threads(threads)
-                started = time.perf_counter()
-                summary = train(dataclasses.replace(job, name=f"fused-local{threads}"), Placement(local=True))
-                fused[f"local{threads}"] = {**steady(summary["history"], 1), "run_s": time.perf_counter() - started}
-                print(f"  fused in-process threads={threads}: {fused[f'local{threads}']['pairs_per_s']:.0f} pairs/s",
-                      flush=True)
-            torch.set_num_threads(before)
-            with ray_session():
-                for workers in (1, 2):
-                    started = time.perf_counter()
-                    summary = train(dataclasses.replace(job, name=f"fused-ray{workers}"),
-                                    Placement(workers=workers, fresh=True))
-                    fused[workers] = {**steady(summary["history"], workers), "run_s": time.perf_counter() - started}
-                    print(f"  fused ray workers={workers}: {fused[workers]['pairs_per_s']:.0f} pairs/s", flush=True)
-                ray_pids.update(descendants())
-
+    gcn = [] if args.skip_lightgcn else lightgcn_section(args)
+    fused, ray_pids = ({}, {}) if args.skip_fused else fused_section(args)
     load_end = os.getloadavg()[0]
     print()
     if gcn:
-        print(f"LightGCN (defaults: dim {LightGCNConfig().dim}, {LightGCNConfig().layers} layers, batch "
-              f"{LightGCNConfig().batch_size}; {gcn[0]['steps_per_epoch']} steps/epoch; "
-              f"{gcn[0]['timed_steps']} steps timed)")
-        print(f"  {'threads':>8} {'s/step':>8} {'s/epoch':>9} {'setup s':>8}")
-        for row in gcn:
-            print(f"  {row['threads']:>8} {row['s_per_step']:>8.3f} {row['s_per_epoch']:>9.1f} {row['setup_s']:>8.1f}")
-        print(f"  speed-up 2 threads vs 1: {gcn[0]['s_per_epoch'] / gcn[1]['s_per_epoch']:.2f}x")
+        print_lightgcn(gcn, args.lightgcn_epochs)
     if fused:
-        f, t = FusionConfig(), TrainConfig()
-        print(f"Fused model (full variant, dim {f.dim}, out {f.out_dim}, {f.heads} heads; batch {t.batch_size} "
-              f"pairs per worker, {t.mining} mining; {args.epochs} epochs x {args.steps_per_epoch} steps, "
-              "first epoch left out)")
-        print(f"  {'run':<22} {'pairs/s':>9} {'epoch s':>8} {'1st epoch s':>11} {'whole run s':>11}")
-        for label, key in (("in-process, 1 thread", "local1"), ("in-process, 2 threads", "local2"),
-                           ("ray, 1 worker", 1), ("ray, 2 workers", 2)):
-            row = fused[key]
-            print(f"  {label:<22} {row['pairs_per_s']:>9.0f} {row['epoch_s']:>8.2f} {row['first_epoch_s']:>11.2f} "
-                  f"{row['run_s']:>11.1f}")
-        print(f"  2 workers vs 1 worker: {fused[2]['pairs_per_s'] / fused[1]['pairs_per_s']:.2f}x pairs/s")
-        print(f"  1 worker vs in-process 1 thread: {fused[1]['pairs_per_s'] / fused['local1']['pairs_per_s']:.2f}x; "
-              f"2 workers vs in-process 2 threads: {fused[2]['pairs_per_s'] / fused['local2']['pairs_per_s']:.2f}x")
+        print_fused(fused, args)
     print(f"load average {load_start:.2f} at start, {load_end:.2f} at end ({os.cpu_count()} CPUs); "
           f"total {time.perf_counter() - t0:.0f} s")
     left = still_alive({**ray_pids, **descendants()})
@@ -280,6 +231,83 @@ def main() -> None:
         print("processes of this run still running:\n  " + "\n  ".join(f"{p} {c[:120]}" for p, c in left.items()))
         raise SystemExit(1)
     print(f"no process of this run is left ({len(ray_pids)} Ray processes were seen during the session)")
+
+
+def lightgcn_section(args: argparse.Namespace) -> list[dict[str, float]]:
+    import torch
+
+    before = torch.get_num_threads()
+    data = ml100k_random_split()
+    rows = []
+    for lr in args.lightgcn_lrs:
+        rows.append(lightgcn_speedup(data, args.lightgcn_epochs, lr, seed=0))
+        print(f"  lightgcn lr {lr:g}: reference {rows[-1]['reference_s']:.3f} s/epoch, fast {rows[-1]['fast_s']:.3f} "
+              f"s/epoch", flush=True)
+    torch.set_num_threads(before)
+    return rows
+
+
+def print_lightgcn(rows: list[dict[str, float]], epochs: int) -> None:
+    print(f"LightGCN on ML-100K random 80/10/10 (dim 64, 3 layers, batch 2048, reg 1e-4, 1 thread; {epochs} "
+          "epochs each, interleaved; median s/epoch)")
+    print(f"  {'lr':>7} {'reference s':>12} {'fast s':>8} {'speed-up':>9} {'ref NDCG@10':>12} {'fast NDCG@10':>13}")
+    for r in rows:
+        print(f"  {r['lr']:>7g} {r['reference_s']:>12.3f} {r['fast_s']:>8.3f} {r['speedup']:>8.2f}x "
+              f"{r['reference_ndcg']:>12.4f} {r['fast_ndcg']:>13.4f}")
+
+
+def fused_section(args: argparse.Namespace) -> tuple[dict, dict[int, str]]:
+    import torch
+
+    from armor.models.registry import ModelSettings
+    from pipelines.ray_utils import ray_session
+    from pipelines.tracking import Tracking
+    from pipelines.train import Placement, TrainJob, train
+
+    fused: dict = {}
+    ray_pids: dict[int, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        ws, facts = build_workspace(Path(tmp) / "ws", args.size)
+        print(f"fused-model data: {facts['users']} users x {facts['movies']} movies, {facts['ratings']} ratings",
+              flush=True)
+        settings = ModelSettings.of(fusion=FusionConfig(),
+                                    train=TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch))
+        job = TrainJob(workspace=str(ws), split="random", model="fused", settings=settings)
+        off = Tracking(tracking=False)
+        before = torch.get_num_threads()
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            started = time.perf_counter()
+            summary = train(dataclasses.replace(job, name=f"fused-local{threads}"), Placement(local=True), off)
+            fused[f"local{threads}"] = {**steady(summary["history"], 1), "run_s": time.perf_counter() - started}
+            print(f"  fused in-process threads={threads}: {fused[f'local{threads}']['pairs_per_s']:.0f} pairs/s",
+                  flush=True)
+        torch.set_num_threads(before)
+        with ray_session():
+            for workers in (1, 2):
+                started = time.perf_counter()
+                summary = train(dataclasses.replace(job, name=f"fused-ray{workers}"),
+                                Placement(workers=workers, fresh=True), off)
+                fused[workers] = {**steady(summary["history"], workers), "run_s": time.perf_counter() - started}
+                print(f"  fused ray workers={workers}: {fused[workers]['pairs_per_s']:.0f} pairs/s", flush=True)
+            ray_pids.update(descendants())
+    return fused, ray_pids
+
+
+def print_fused(fused: dict, args: argparse.Namespace) -> None:
+    f, t = FusionConfig(), TrainConfig()
+    print(f"Fused model (full variant, dim {f.dim}, out {f.out_dim}, {f.heads} heads; batch {t.batch_size} "
+          f"pairs per worker, {t.mining} mining; {args.epochs} epochs x {args.steps_per_epoch} steps, "
+          "first epoch left out)")
+    print(f"  {'run':<22} {'pairs/s':>9} {'epoch s':>8} {'1st epoch s':>11} {'whole run s':>11}")
+    for label, key in (("in-process, 1 thread", "local1"), ("in-process, 2 threads", "local2"),
+                       ("ray, 1 worker", 1), ("ray, 2 workers", 2)):
+        row = fused[key]
+        print(f"  {label:<22} {row['pairs_per_s']:>9.0f} {row['epoch_s']:>8.2f} {row['first_epoch_s']:>11.2f} "
+              f"{row['run_s']:>11.1f}")
+    print(f"  2 workers vs 1 worker: {fused[2]['pairs_per_s'] / fused[1]['pairs_per_s']:.2f}x pairs/s")
+    print(f"  1 worker vs in-process 1 thread: {fused[1]['pairs_per_s'] / fused['local1']['pairs_per_s']:.2f}x; "
+          f"2 workers vs in-process 2 threads: {fused[2]['pairs_per_s'] / fused['local2']['pairs_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

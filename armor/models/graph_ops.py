@@ -25,9 +25,9 @@ Measured and not kept: one ``index_select`` for the three gathers instead of ``t
 (faster in isolation, within noise in the step; kept because it is not slower); fused or foreach
 Adam (within noise); int32 CSR indices (within noise); two torch threads (6x slower per epoch
 with another job on the other core: every OpenMP barrier waits for a descheduled thread);
-computing the last layer only for the batch's rows (:func:`propagate_rows`: a batch of 2,048
-touches ~79% of ML-100K's nodes and ~93% of its edges, and the row slicing costs the rest; also
-no gain at the ML-1M shape, where the fast path was 4.3x faster than the reference per step).
+computing the last layer only for the batch's rows (a batch of 2,048 touches ~79% of ML-100K's
+nodes and ~93% of its edges, and the row slicing costs the rest; also no gain at the ML-1M shape,
+where the fast path was 4.3x faster than the reference per step).
 
 The symmetry is what makes the backward right: :func:`normalized_adjacency_csr` builds ``Â``
 with the same float32 factors as lightgcn's version (the matrices are bitwise equal) and one
@@ -40,14 +40,14 @@ No ray import here (armor's layering test checks every module imports without Ra
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-__all__ = ["normalized_adjacency_csr", "normalized_adjacency_scipy", "propagate", "propagate_inference",
-           "propagate_rows", "bpr_step"]
+__all__ = ["normalized_adjacency_csr", "normalized_adjacency_scipy", "propagate", "propagate_inference", "bpr_step"]
 
 
 def normalized_adjacency_scipy(train: sp.spmatrix) -> sp.csr_matrix:
@@ -121,12 +121,12 @@ class _Propagate(torch.autograd.Function):
     """``P E`` with ``P = (I + Â + ... + Â^L) / (L + 1)``; backward ``P G`` since ``P = P^T``."""
 
     @staticmethod
-    def forward(ctx, adjacency: torch.Tensor, embeddings: torch.Tensor, layers: int) -> torch.Tensor:
+    def forward(ctx: Any, adjacency: torch.Tensor, embeddings: torch.Tensor, layers: int) -> torch.Tensor:
         ctx.adjacency, ctx.layers = adjacency, layers
         return _layer_mean(adjacency, embeddings.contiguous(), layers)  # (N, d)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:
         return None, _layer_mean(ctx.adjacency, grad.contiguous(), ctx.layers), None  # (N, d)
 
 
@@ -145,59 +145,6 @@ def propagate(adjacency: torch.Tensor, embeddings: torch.Tensor, layers: int) ->
 def propagate_inference(adjacency: torch.Tensor, embeddings: torch.Tensor, layers: int) -> torch.Tensor:
     """Same values as :func:`propagate` without autograd; (N, d) -> (N, d)."""
     return _layer_mean(adjacency, embeddings.detach().contiguous(), layers)
-
-
-class _PropagateRows(torch.autograd.Function):
-    """Final embeddings of ``rows`` only: the last layer is computed for those rows alone.
-
-    Forward: ``E_1 .. E_{L-1}`` in full, then ``E_L[rows] = Â[rows] @ E_{L-1}``. Backward: the
-    gradient of ``S P E`` (S selects ``rows``) is ``P S^T G``, i.e. the full propagation of the
-    gradient scattered to its rows.
-    """
-
-    @staticmethod
-    def forward(ctx, adjacency: torch.Tensor, rows_adjacency: torch.Tensor, embeddings: torch.Tensor,
-                rows: torch.Tensor, layers: int) -> torch.Tensor:
-        ctx.adjacency, ctx.layers, ctx.n = adjacency, layers, embeddings.shape[0]
-        ctx.save_for_backward(rows)
-        x = embeddings.contiguous()
-        if layers == 0:
-            return x.index_select(0, rows)  # (R, d)
-        total = x.index_select(0, rows)  # (R, d)
-        current = x
-        for _ in range(layers - 1):
-            current = _spmm(adjacency, current)  # (N, d)
-            total.add_(current.index_select(0, rows))
-        total.add_(_spmm(rows_adjacency, current))  # (R, N) @ (N, d) -> (R, d)
-        return total.div_(layers + 1)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (rows,) = ctx.saved_tensors
-        scattered = grad.new_zeros(ctx.n, grad.shape[1]).index_add_(0, rows, grad.contiguous())  # (N, d)
-        return None, None, _layer_mean(ctx.adjacency, scattered, ctx.layers), None, None
-
-
-class RowSlicer:
-    """``Â[rows]`` as torch CSR for given (sorted, unique) rows; keeps the scipy CSR to slice from."""
-
-    def __init__(self, adjacency: sp.csr_matrix) -> None:
-        self.adjacency = adjacency
-
-    def __call__(self, rows: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-        return to_torch_csr(self.adjacency[rows], device)  # (R, N)
-
-
-def propagate_rows(adjacency: torch.Tensor, rows_adjacency: torch.Tensor, embeddings: torch.Tensor,
-                   rows: torch.Tensor, layers: int) -> torch.Tensor:
-    """Rows ``rows`` of :func:`propagate`'s result, (N, d) -> (R, d), differentiable in ``embeddings``.
-
-    ``rows_adjacency`` is ``Â[rows]`` (R, N) as torch CSR (:class:`RowSlicer`), ``rows`` an int64
-    tensor (R,). Saves one full sparse product's worth of work minus the rows' share of the edges.
-    """
-    if layers < 0:
-        raise ValueError(f"layers must be >= 0, got {layers}")
-    return _PropagateRows.apply(adjacency, rows_adjacency, embeddings, rows, layers)
 
 
 def bpr_step(adjacency: torch.Tensor, embeddings: torch.Tensor, optimizer: torch.optim.Optimizer,
