@@ -29,7 +29,7 @@ from armor.eval.protocol import evaluate
 from armor.models.base import EmbeddingRecommender, TrainableRecommender, load_recommender
 from armor.models.baselines import RandomRanker
 from armor.models.content import FeatureModel
-from armor.models.registry import MODELS, ModelSettings, build_model, names
+from armor.models.registry import MODELS, ModelSettings, build_model, model_class, names
 from armor.training.trainer import fit as fit_model
 from tests.threads import one_thread  # noqa: F401 - autouse for this module
 from tests.workspaces import make_workspace
@@ -298,3 +298,45 @@ def test_fit_on_a_train_matrix_of_another_catalogue_names_the_mismatch(name, set
             fit_model(model, narrow)
     message = str(caught.value)
     assert str(n_items - 7) in message and str(n_items) in message, message
+
+
+# --------------------------------------------------------------------------------------------
+# Every trainable model resumes through the one trainer to where an uninterrupted run ends
+# --------------------------------------------------------------------------------------------
+
+
+def untimed(history):
+    return [{k: v for k, v in record.items() if k not in ("seconds", "pairs_per_s")} for record in history]
+
+
+TRAINABLE = tuple(n for n in MODELS if issubclass(model_class(n), TrainableRecommender))
+
+
+def test_the_trainable_models_are_the_ones_with_epochs():
+    assert {"fused", "fused-paper", "text-projected", "image-projected", "bpr", "lightgcn", "als"} <= set(TRAINABLE)
+    assert not {"text", "image", "popularity", "random", "itemknn", "ease"} & set(TRAINABLE)
+
+
+@pytest.mark.parametrize("name", TRAINABLE)
+def test_a_run_resumed_from_its_trainer_state_ends_like_an_uninterrupted_one(name, settings, bench):
+    import io
+
+    import torch
+
+    from armor.training.trainer import Trainer
+
+    whole = Trainer(build(name, settings, bench), bench.data.train, bench.data).fit()
+    first = Trainer(build(name, settings, bench), bench.data.train, bench.data)
+    first.run_epoch()
+    first.run_epoch()
+    buffer = io.BytesIO()  # through torch.save, as a Ray Train checkpoint
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = Trainer(build(name, settings, bench), bench.data.train, bench.data)
+    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    assert resumed.epoch == 2
+    model = resumed.fit()
+    assert untimed(model.history) == untimed(whole.history)
+    assert model.best_epoch == whole.best_epoch
+    np.testing.assert_allclose(model.score(USERS, history_of(bench, USERS)),
+                               whole.score(USERS, history_of(bench, USERS)), rtol=1e-5, atol=1e-6)
