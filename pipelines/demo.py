@@ -153,9 +153,7 @@ def scrape_through_local_server(ws: Workspace, rate: float) -> str:
     with FixtureServer(load_catalogue(ws.root), faults=Faults(share_no_trailer=0.03)) as server:
         summary = scrape(ws.root, ScrapeConfig(**server.client_urls(), rate_limit=rate),
                          Credentials(token=server.token))
-    text = format_summary(summary)
-    log.info("[2/6] %s", text)
-    return text
+    return format_summary(summary)
 
 
 def sweep_register_recommend(ws: Workspace, seed: int) -> None:
