@@ -179,7 +179,8 @@ class Progress:
             self._bar.update(int(n))
         elif self.mode == "log":
             now = self.clock()
-            if now - self.last_line >= self.interval:
+            finished = self.total is not None and self.n >= self.total
+            if now - self.last_line >= self.interval and not (finished and self.summary):  # the summary follows
                 self.last_line = now
                 self.lines += 1
                 log.info("%s", self.line(now))
@@ -203,7 +204,7 @@ class Progress:
         else:
             text += f" {units}"
         text += f", {format_rate(done, elapsed, self.unit)}"
-        if self.total and done > 0 and elapsed > 0:
+        if self.total and 0 < done and self.n < self.total and elapsed > 0:
             text += f", ETA {format_duration(max(self.total - self.n, 0) * elapsed / done)}"
         postfix = self._postfix_text()
         return f"{text}; {postfix}" if postfix else text

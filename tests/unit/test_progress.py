@@ -147,3 +147,33 @@ def test_unknown_total_has_no_share_or_eta():
     progress.update(12_000)
     assert progress.line() == "scan: 12,000 rows, 3,000.0/s"
     assert progress.final_line() == "scan: done, 12,000 rows in 4s, 3,000.0/s"
+
+
+def test_the_trainer_reports_epochs_and_the_steps_of_long_epochs_from_rank_0_only(caplog):
+    from armor.config import LightGCNConfig, SplitConfig
+    from armor.data.splits import build_split_data, split_interactions
+    from armor.data.synthetic import SyntheticConfig, SyntheticWorld
+    from armor.models.lightgcn import LightGCN
+    from armor.training.trainer import Trainer
+
+    world = SyntheticWorld(SyntheticConfig.preset("tiny"))
+    data = build_split_data(split_interactions(world.interactions(), SplitConfig(method="random", seed=0)),
+                            world.movies()["movie_id"].to_numpy())
+    config = LightGCNConfig(dim=8, layers=1, batch_size=64, epochs=3, patience=10)
+    caplog.set_level(logging.INFO, logger="armor.progress")
+    P.configure(interval=1e-6)  # every update is "long enough" for a line
+    model = LightGCN(config, num_threads=1)
+    trainer = Trainer(model, data.train, data)
+    steps = model.steps_per_epoch()
+    assert steps == -(-data.train.nnz // 64) > 1
+    trainer.fit()
+    messages = lines(caplog)
+    assert f"lightgcn epoch 1/3: 1/{steps} steps ({100 / steps:.1f}%)" in messages[0]
+    assert sum(m.startswith("lightgcn epoch 2/3:") for m in messages) == steps
+    assert messages[-1].startswith("lightgcn: done, 3/3 epochs in ")
+    assert "val_ndcg@10" in messages[-1] and "best " in messages[-1]
+    assert model._step_hook is None  # no hook outlives its epoch
+    caplog.clear()
+    Trainer(LightGCN(config, num_threads=1), data.train, rank=1).run_epoch()  # rank 1 of a group: rank 0 reports
+    Trainer(LightGCN(config, num_threads=1), data.train, progress=False).run_epoch()
+    assert lines(caplog) == []
