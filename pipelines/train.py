@@ -185,7 +185,7 @@ def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
             model = load_recommender(Path(directory) / MODEL_DIR)
         last_report = dict(result.metrics or {})
     seconds = time.monotonic() - started
-    valid = evaluate(model, bench.data, "valid", EvalConfig(bootstrap=0), name=job.output)
+    valid = evaluate(model, bench.data, "valid", EvalConfig(bootstrap=0), name=job.output, progress=True)
     summary = {"name": job.output, "model": job.model, "split": job.split, "seconds": round(seconds, 1),
                "valid": {k: round(v, 6) for k, v in valid.means.items()}, "history": list(model.history),
                "best_epoch": model.best_epoch, "grid": grid, "last_report": last_report,
