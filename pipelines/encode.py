@@ -37,6 +37,8 @@ class EncodeWorker:
                  use_all_cores: bool):
         import os
 
+        # Hugging Face's download and "Loading weights" bars would land in the job's log, once per actor.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from armor.features.image import ImageEncoder
         from armor.features.store import FeatureStore
         from armor.features.text import TextEncoder
