@@ -126,6 +126,11 @@ class Trainer:
         try:
             with torch_threads(self.schedule.num_threads), self.streams.global_torch():
                 stats = self.model.train_epoch(self.epoch, self.streams)
+        except BaseException as exc:
+            if epochs is not None:  # say where it stopped (and give the terminal back its log lines)
+                epochs.close(note=f"{type(exc).__name__} in epoch {self.epoch + 1}")
+                self._progress = None
+            raise
         finally:
             self.model.set_step_hook(None)
             if steps is not None:
@@ -158,8 +163,8 @@ class Trainer:
         return Progress(f"{self.model.name} epoch {self.epoch + 1}/{self.schedule.epochs}", total=total,
                         unit="step", summary=False, leave=False)
 
-    def _shown(self, record: dict[str, float]) -> dict[str, float]:
-        shown = {k: v for k, v in record.items() if k not in ("epoch", "seconds")}
+    def _shown(self, record: dict[str, float]) -> dict[str, Any]:
+        shown: dict[str, Any] = {k: v for k, v in record.items() if k not in ("epoch", "seconds")}
         if self.validates and self.best_epoch:
             shown["best"] = f"{self.best:.4g} @ epoch {self.best_epoch}"
         return shown

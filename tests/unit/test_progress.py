@@ -3,7 +3,9 @@
 import io
 import logging
 
+import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from armor import progress as P
 from armor.errors import ConfigError
@@ -177,3 +179,26 @@ def test_the_trainer_reports_epochs_and_the_steps_of_long_epochs_from_rank_0_onl
     Trainer(LightGCN(config, num_threads=1), data.train, rank=1).run_epoch()  # rank 1 of a group: rank 0 reports
     Trainer(LightGCN(config, num_threads=1), data.train, progress=False).run_epoch()
     assert lines(caplog) == []
+
+
+def test_an_epoch_that_fails_says_where_training_stopped(caplog):
+    from armor.config import LightGCNConfig
+    from armor.models.lightgcn import LightGCN
+    from armor.training.trainer import Trainer
+
+    caplog.set_level(logging.INFO, logger="armor.progress")
+    rng = np.random.default_rng(0)
+    train = sp.random(40, 30, density=0.2, random_state=rng, format="csr")
+    model = LightGCN(LightGCNConfig(dim=4, layers=1, batch_size=16, epochs=5), num_threads=1)
+    trainer = Trainer(model, train)
+    trainer.run_epoch()
+
+    def broken(epoch, streams):
+        raise FloatingPointError("loss is nan")
+
+    model.train_epoch = broken
+    with pytest.raises(FloatingPointError):
+        trainer.run_epoch()
+    assert lines(caplog)[-1].startswith("lightgcn: stopped at 1/5 epochs (20.0%) after ")
+    assert "(FloatingPointError in epoch 2)" in lines(caplog)[-1]
+    assert model._step_hook is None
