@@ -95,7 +95,12 @@ def dataclass_from_args(cls: type[T], args: argparse.Namespace, *, prefix: str =
 
 
 def setup_logging(verbose: int = 0) -> None:
+    """Our INFO lines and progress (``armor.progress``) by default; -v adds Ray's own start-up and
+    INFO lines (``pipelines.ray_utils``), -vv debug; -q (``verbose < 0``) warnings and errors only."""
+    from pipelines.ray_utils import show_ray_logs
+
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose >= 0 else logging.WARNING
+    show_ray_logs(verbose >= 1)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     # Libraries this project drives are chatty at INFO; their warnings still show.
@@ -105,8 +110,9 @@ def setup_logging(verbose: int = 0) -> None:
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="also show Ray's own start-up and INFO messages (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only: no progress")
 
 
 def run_command(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:

@@ -37,6 +37,8 @@ class EncodeWorker:
                  use_all_cores: bool):
         import os
 
+        # Hugging Face's download and "Loading weights" bars would land in the job's log, once per actor.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from armor.features.image import ImageEncoder
         from armor.features.store import FeatureStore
         from armor.features.text import TextEncoder
@@ -128,9 +130,9 @@ def _run_job(scraped: ScrapeStore, store: FeatureStore, config: EncodeConfig, di
     Returns when the encoding itself started (after Ray's start-up)."""
     import pyarrow as pa
     import ray
-    from tqdm.auto import tqdm
 
     from armor.features.image import preprocess_batch
+    from armor.progress import Progress
     from pipelines.ray_utils import quiet_ray_data, ray_session
 
     with ray_session():
@@ -149,14 +151,14 @@ def _run_job(scraped: ScrapeStore, store: FeatureStore, config: EncodeConfig, di
                                                   "dims": dims, "encoders": encoders, "use_all_cores": not use_gpu},
                            compute=ray.data.ActorPoolStrategy(size=actors),
                            num_gpus=1 if use_gpu else 0, num_cpus=1))
-        bar = tqdm(total=len(todo), desc="encode", unit="movie", disable=None)
+        bar = Progress("encode", total=len(todo), unit="movie")  # a bar on a terminal, periodic lines elsewhere
         started = time.monotonic()
         try:
             for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
                 for modality in counts:
                     for status in batch[f"{modality}_status"]:
                         counts[modality][status] = counts[modality].get(status, 0) + 1
-                bar.update(len(batch["movie_id"]))
+                bar.update(len(batch["movie_id"]), **{f"{m} ok": counts[m].get("ok", 0) for m in config.modalities})
         finally:
             bar.close()
     return started

@@ -1,13 +1,60 @@
-"""Starting and stopping Ray the same way in every stage."""
+"""Starting and stopping Ray the same way in every stage, and keeping Ray's own chatter out of the
+user's way.
+
+The CLI calls ``show_ray_logs(False)`` unless -v: then a stage's output is its own progress and
+results, and our workers' log lines, not Ray's start-up messages. What that changes, and how:
+
+- the driver's ``ray`` logger is at ERROR while ``ray.init`` runs (the token-auth notice, "Started
+  a local Ray instance"), WARNING after it;
+- Ray Data's console handler shows warnings only, less the "Progress bars disabled" notice that
+  ``quiet_ray_data`` causes on purpose (Ray Data's INFO stays in its session log file);
+- Ray Train's controller and workers log ``ray.train`` at WARNING (``train_logging_config``):
+  no "Requesting resources", "Checkpoint successfully created" or "Reporting training result" per
+  epoch; the root logger of its workers stays at INFO, so the Trainer's lines still reach us;
+- lines Ray forwards from its processes to the driver are dropped when they match ``RAY_NOISE``:
+  the raylet's "N PYTHON worker processes have been started" warning, the core worker's
+  "constructor arguments in the object store and max_restarts > 0" notice (both harmless here),
+  and Ray Train's per-epoch "Reporting training result" line (its logger is named after its file,
+  outside ``ray.train``, so the LoggingConfig above misses it);
+- Ray's deprecation warnings (``RayDeprecationWarning``, and ``DeprecationWarning``s raised in
+  ``ray.*``, e.g. ``ray.data.context``'s about its own fields) are ignored.
+
+Not silenced: the "constructor arguments in the object store" notice the driver's own C++ core
+worker prints when a Ray Data actor pool starts (once per pool). Its knobs cost more than the line:
+``RAY_BACKEND_LOG_LEVEL=fatal`` makes every Ray process print "Set ray log level from environment
+variable" instead and drops C++ errors from the session logs; ``max_restarts=0`` gives up restarting
+scrape and encode actors on a lost node.
+
+A library caller that never calls ``show_ray_logs`` sees Ray exactly as Ray prints itself.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
+import re
+import sys
+import warnings
 from collections.abc import Iterator
+from typing import Any
 
 log = logging.getLogger("armor.ray")
+
+RAY_NOISE = re.compile(r"worker processes have been started on node"
+                       r"|has constructor arguments in the object store and max_restarts > 0"
+                       r"|Reporting training result \d+: TrainingReport\(")
+
+_state = {"show": True}
+
+
+def show_ray_logs(show: bool) -> None:
+    """Whether Ray's own start-up messages and INFO lines reach the console (the CLI: only with -v)."""
+    _state["show"] = bool(show)
+
+
+def ray_logs_shown() -> bool:
+    return _state["show"]
 
 
 @contextlib.contextmanager
@@ -20,13 +67,22 @@ def ray_session(num_cpus: int | None = None) -> Iterator[None]:
         yield
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not sys.stderr.isatty():  # no colour codes around worker prefixes in a log file (`ray job logs`)
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
+    quiet = not ray_logs_shown()
+    if quiet:
+        _drop_forwarded_noise()
+    options: dict[str, Any] = {"log_to_driver": True, "logging_level": logging.ERROR if quiet else logging.INFO}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        ray.init(address=os.environ["RAY_ADDRESS"], **options)
     else:
         # The dashboard stays on: Train V2 queries actor state through it (see STACK_NOTES).
         # address="local": a stale /tmp/ray/ray_current_cluster must not hijack a local run;
         # a running cluster is joined through RAY_ADDRESS or `ray job submit`.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, **options)
+    if quiet:
+        logging.getLogger("ray").setLevel(logging.WARNING)  # start-up is over; later warnings matter
+        _ignore_ray_deprecations()
     log.info("ray: %s", ray.cluster_resources())
     try:
         yield
@@ -34,10 +90,63 @@ def ray_session(num_cpus: int | None = None) -> Iterator[None]:
         ray.shutdown()
 
 
+def _drop_forwarded_noise() -> None:
+    """Filter the lines Ray prints on the driver for its other processes (workers, raylet) through
+    ``RAY_NOISE``. Ray has no public hook for this: wrap the function its log and error listeners
+    call, before ``ray.init`` binds it; if a Ray release moves it, nothing is filtered."""
+    try:
+        from ray._private import worker
+    except ImportError:  # pragma: no cover - another Ray layout
+        return
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "armor_filtered", False):
+        return
+
+    def print_filtered(data: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        lines = [line for line in data.get("lines", []) if not RAY_NOISE.search(line)]
+        if lines:
+            printer({**data, "lines": lines}, *args, **kwargs)
+
+    print_filtered.armor_filtered = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = print_filtered
+
+
+def _ignore_ray_deprecations() -> None:
+    """Ray's deprecation warnings are for Ray's API users, not ours (e.g. ``DataContext()`` warns
+    about its own deprecated fields' defaults)."""
+    from ray.util.annotations import RayDeprecationWarning
+
+    warnings.filterwarnings("ignore", category=RayDeprecationWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+
+
+class _RayDataConsoleFilter(logging.Filter):
+    """Ray Data's console handler, quiet: warnings only, and not the notice our own choice causes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING and not record.getMessage().startswith("Progress bars disabled")
+
+
 def quiet_ray_data() -> None:
-    """Our own progress bars and summaries replace Ray Data's per-operator bars."""
+    """Our own progress (``armor.progress``) replaces Ray Data's per-operator bars and log lines:
+    one progress per stage, in the stage's unit (movies), with its statuses."""
     from ray.data import DataContext
 
+    if not ray_logs_shown():
+        _ignore_ray_deprecations()
     context = DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    if ray_logs_shown():
+        return
+    for handler in logging.getLogger("ray.data").handlers:
+        if not isinstance(handler, logging.FileHandler) and type(handler).__name__ != "SessionFileHandler" and \
+                not any(isinstance(f, _RayDataConsoleFilter) for f in handler.filters):
+            handler.addFilter(_RayDataConsoleFilter())
+
+
+def train_logging_config() -> Any:
+    """Ray Train's ``LoggingConfig``: its own INFO lines only when Ray's logs are shown."""
+    from ray.train import LoggingConfig
+
+    return LoggingConfig(log_level="INFO" if ray_logs_shown() else "WARNING")

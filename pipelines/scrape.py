@@ -156,8 +156,8 @@ def _scrape_on_ray(todo: pa.Table, config: ScrapeConfig, credentials: Credential
     """Scrape ``todo`` (a pyarrow Table of requests) with a pool of ScrapeWorker actors into ``store``."""
     import pyarrow as pa
     import ray
-    from tqdm.auto import tqdm
 
+    from armor.progress import Progress
     from armor.tmdb.client import AuthError
     from pipelines.ray_utils import quiet_ray_data, ray_session
 
@@ -171,7 +171,8 @@ def _scrape_on_ray(todo: pa.Table, config: ScrapeConfig, credentials: Credential
                                                  "credentials": credentials},
             batch_size=config.batch_size, batch_format="pyarrow", num_cpus=0.25,
             compute=ray.data.ActorPoolStrategy(size=config.actors))
-        bar = tqdm(total=todo.num_rows, desc="scrape", unit="movie", disable=None)  # None: only on a terminal
+        # A bar on a terminal, a line every ARMOR_PROGRESS_INTERVAL seconds elsewhere (`ray job logs -f`).
+        bar = Progress("scrape", total=todo.num_rows, unit="movie")
         progress.started = time.monotonic()  # rates exclude Ray's start-up
         counts = progress.by_status
         try:
@@ -180,9 +181,7 @@ def _scrape_on_ray(todo: pa.Table, config: ScrapeConfig, credentials: Credential
                     counts[status] = counts.get(status, 0) + 1
                 progress.requests += int(pa.compute.sum(batch["requests"]).as_py() or 0)
                 progress.retries += int(pa.compute.sum(batch["retries"]).as_py() or 0)
-                bar.update(batch.num_rows)
-                bar.set_postfix(ok=counts.get("ok", 0),
-                                req_s=f"{progress.requests / (time.monotonic() - progress.started):.1f}")
+                bar.update(batch.num_rows, **_shown(counts, progress))
         except Exception as exc:  # Ray wraps worker exceptions; surface a credentials error plainly
             cause = exc
             while cause is not None and not isinstance(cause, AuthError):
@@ -192,6 +191,15 @@ def _scrape_on_ray(todo: pa.Table, config: ScrapeConfig, credentials: Credential
             raise
         finally:
             bar.close()
+
+
+def _shown(counts: dict[str, int], progress: _Progress) -> dict[str, Any]:
+    """What the progress shows after the counts: statuses so far (ok first) and the request rate."""
+    shown: dict[str, Any] = {"ok": counts.get("ok", 0)}
+    shown.update(sorted((s, c) for s, c in counts.items() if s != "ok"))
+    shown["req/s"] = round(progress.requests / max(time.monotonic() - progress.started, 1e-9), 1)
+    shown["retries"] = progress.retries
+    return shown
 
 
 def _summary(movies: pa.Table, todo: pa.Table, store: ScrapeStore, config: ScrapeConfig, progress: _Progress,

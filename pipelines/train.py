@@ -105,6 +105,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from armor.training.trainer import Trainer
 
     job: TrainJob = config["job"]
+    worker_logging(config)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     bench = load_job_data(job)
@@ -129,6 +130,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 saved = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report({**record, **resumed}, checkpoint=saved)
         _maybe_kill(job, rank, trainer.epoch)
+
+
+def driver_logging() -> dict[str, Any]:
+    """What a worker needs to log and show progress as the driver does (its level, -q; the progress
+    interval): a worker's environment is the cluster's, not the driver's shell."""
+    from armor import progress
+
+    return {"log_level": logging.getLogger("armor").getEffectiveLevel(), "progress": progress.settings()}
+
+
+def worker_logging(config: dict[str, Any]) -> None:
+    """Apply ``driver_logging()`` in a Ray worker (its stderr is a log file: progress comes as lines)."""
+    from armor import progress
+
+    if "log_level" in config:
+        logging.getLogger("armor").setLevel(config["log_level"])
+    progress.configure(**config.get("progress", {}))
 
 
 def _maybe_kill(job: TrainJob, rank: int, epoch: int) -> None:
@@ -185,7 +203,7 @@ def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
             model = load_recommender(Path(directory) / MODEL_DIR)
         last_report = dict(result.metrics or {})
     seconds = time.monotonic() - started
-    valid = evaluate(model, bench.data, "valid", EvalConfig(bootstrap=0), name=job.output)
+    valid = evaluate(model, bench.data, "valid", EvalConfig(bootstrap=0), name=job.output, progress=True)
     summary = {"name": job.output, "model": job.model, "split": job.split, "seconds": round(seconds, 1),
                "valid": {k: round(v, 6) for k, v in valid.means.items()}, "history": list(model.history),
                "best_epoch": model.best_epoch, "grid": grid, "last_report": last_report,
@@ -228,7 +246,7 @@ def fit_on_ray(job: TrainJob, placement: Placement, *, storage: Path, name: str 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipelines.ray_utils import ray_session
+    from pipelines.ray_utils import ray_session, train_logging_config
 
     workers = placement.workers if MODELS[job.model].data_parallel else 1
     if placement.workers > 1 and workers == 1:
@@ -243,11 +261,12 @@ def fit_on_ray(job: TrainJob, placement: Placement, *, storage: Path, name: str 
     log.info("Ray Train run %s in %s", run, storage)
     with ray_session():
         trainer = TorchTrainer(
-            train_loop_per_worker, train_loop_config={"job": job},
+            train_loop_per_worker, train_loop_config={"job": job, **driver_logging()},
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=placement.use_gpu),
             run_config=RunConfig(name=run, storage_path=str(storage.resolve()),
                                  failure_config=FailureConfig(max_failures=placement.max_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks))
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks,
+                                 logging_config=train_logging_config()))
         result = trainer.fit()
     if result.error is not None:
         raise result.error

@@ -277,7 +277,7 @@ def retrain_winner(job: TuneJob, sample: dict[str, Any], tracking: Tracking) -> 
     torch.set_num_threads(max(1, int(job.cpus_per_trial)))
     summary = train(winner, Placement(local=True), tracking)
     model = load_recommender(Path(job.base.workspace) / "models" / winner.output / "model")
-    test = evaluate(model, load_job_data(winner).data, "test", EvalConfig(bootstrap=0))  # once
+    test = evaluate(model, load_job_data(winner).data, "test", EvalConfig(bootstrap=0), progress=True)  # once
     return {"retrained_valid": summary["valid"], "test": test.means}
 
 

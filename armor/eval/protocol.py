@@ -18,13 +18,13 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from armor.config import EvalConfig
 from armor.data.splits import SplitData
 from armor.errors import ArmorError
 from armor.eval import metrics as M
 from armor.models.base import Recommender
+from armor.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
              config: EvalConfig = EvalConfig(), name: str | None = None,
              progress: bool = False, relevant_items: np.ndarray | None = None) -> EvaluationResult:
     """``relevant_items`` (column indices) restricts what counts as a hit, e.g. to cold-start
-    items; the ranking still covers the whole catalogue."""
+    items; the ranking still covers the whole catalogue. ``progress`` shows users scored (a bar on a
+    terminal, periodic lines elsewhere: ``armor.progress``)."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
     truth_all = data.valid if split == "valid" else data.test
@@ -100,9 +101,9 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
 
     parts: dict[str, list[np.ndarray]] = {}
     recommended = {k: np.zeros(data.n_items, dtype=bool) for k in config.ks}
-    batches = iter_user_batches(users, data.n_items, config.batch_size)
-    for batch in tqdm(list(batches), desc=f"evaluate {model_name} on {split}", disable=None if progress else True,
-                      unit="batch"):
+    shown = Progress(f"evaluate {model_name} on {split}", total=int(users.size), unit="user",
+                     mode=None if progress else "off")
+    for batch in iter_user_batches(users, data.n_items, config.batch_size):
         history = profile_all[batch]
         # The contract lets us write into the returned array; copy only if it is not ours to change.
         scores = np.require(model.score(batch, history), np.float32, ["C", "W", "O"])  # (B, I)
@@ -125,6 +126,8 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
             parts.setdefault(key, []).append(values)
         for k in config.ks:
             recommended[k][indices[:, :k][valid[:, :k]]] = True
+        shown.update(batch.size)
+    shown.close()
 
     per_user = {key: np.concatenate(chunks) for key, chunks in parts.items()}
     coverage = {f"coverage@{k}": float(recommended[k].mean()) for k in config.ks}

@@ -122,7 +122,7 @@ def run_protocol(ws: Workspace, split: str, config: ReportConfig) -> ProtocolRun
     bench = load_benchmark(ws.root, split, needs_features=False)
     models = load_models(ws, split, bench.data, config.models)
     eval_config = EvalConfig(bootstrap=config.bootstrap, seed=config.seed)
-    results = {n: evaluate(m, bench.data, "test", eval_config, name=label(n)) for n, m in models.items()}
+    results = {n: evaluate(m, bench.data, "test", eval_config, name=label(n), progress=True) for n, m in models.items()}
     return ProtocolRun(split, bench, models, results)
 
 

@@ -128,6 +128,22 @@ class TrainableRecommender(Recommender):
     def restore(self, snapshot: Any) -> None:
         """Put back the weights of a ``snapshot``."""
 
+    # Set by the Trainer for the length of one epoch (``set_step_hook``); None otherwise.
+    _step_hook: Callable[[int], None] | None = None
+
+    def steps_per_epoch(self) -> int | None:
+        """Optimisation steps in one epoch, where the model knows them (shown for long epochs)."""
+        return None
+
+    def set_step_hook(self, hook: Callable[[int], None] | None) -> None:
+        """The Trainer's progress for the coming epoch: ``train_epoch`` calls ``steps_done(n)``, which calls it."""
+        self._step_hook = hook
+
+    def steps_done(self, n: int = 1) -> None:
+        """Report ``n`` more optimisation steps of the current epoch (cheap when nobody listens)."""
+        if self._step_hook is not None:
+            self._step_hook(n)
+
     def distribute(self, wrapper: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
         """Run forwards through ``wrapper`` (DistributedDataParallel); a no-op for models without modules."""
 

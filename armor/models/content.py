@@ -245,12 +245,15 @@ class _EncoderModel(TrainableRecommender, EmbeddingRecommender):
     def distribute(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
         self._forward = wrapper(self.module)
 
+    def steps_per_epoch(self) -> int | None:
+        return getattr(self, "_steps", None)
+
     def train_epoch(self, epoch: int, streams: Streams) -> dict[str, float]:
         step = make_pair_step(lambda items: self.encode(items, self._forward)[0], self._liked, self.train_config,
                               streams.torch)
         self._forward.train()
         stats = train_epoch(step, self._sampler.batches(streams.epoch_rng(epoch), self._steps), self._optimizer,
-                            grad_scale=float(self._world_size))
+                            grad_scale=float(self._world_size), on_step=self.steps_done)
         self._forward.eval()
         self._invalidate()
         return {"loss": stats["loss"], "pairs_per_s": stats["pairs_per_s"] * self._world_size}

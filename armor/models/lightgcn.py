@@ -194,6 +194,9 @@ class LightGCN(TrainableRecommender):
         self._sampler = NegativeSampler(train)
         self._final_stale = True
 
+    def steps_per_epoch(self) -> int | None:
+        return -(-self._pos_users.size // self.config.batch_size) if self._embeddings is not None else None
+
     def train_epoch(self, epoch: int, streams: Streams) -> dict[str, float]:
         cfg, embeddings, rng = self.config, self._embeddings, streams.numpy
         assert embeddings is not None, "begin() first"
@@ -206,6 +209,7 @@ class LightGCN(TrainableRecommender):
             loss = graph_ops.bpr_step(self._adjacency, embeddings, self._optimizer, users, self._pos_items[batch],
                                       negatives, self._n_users, cfg.layers, cfg.reg)
             total_loss += loss * batch.size
+            self.steps_done(1)
         self._final_stale = True
         return {"loss": total_loss / order.size}
 

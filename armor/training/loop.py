@@ -23,11 +23,13 @@ class TrainingError(ArmorError):
 
 
 def train_epoch(model_step: Callable[[dict[str, Tensor]], Tensor], batches: Iterable[dict[str, Tensor]],
-                optimizer: torch.optim.Optimizer, *, grad_scale: float = 1.0) -> dict[str, Any]:
+                optimizer: torch.optim.Optimizer, *, grad_scale: float = 1.0,
+                on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Run ``model_step`` on every batch and step ``optimizer``; the caller sets train/eval mode.
 
     ``grad_scale`` multiplies the loss before ``backward`` only (the reported loss is unscaled):
     pass the world size when every rank computes the same global loss and DDP averages gradients.
+    ``on_step(1)`` is called after every step (progress of a long epoch).
     Returns {"loss": mean loss, "steps", "seconds", "pairs_per_s"}; pairs are rows of the
     batch's "anchor" entry (or of its first entry).
     """
@@ -46,6 +48,8 @@ def train_epoch(model_step: Callable[[dict[str, Tensor]], Tensor], batches: Iter
         steps += 1
         first = batch["anchor"] if "anchor" in batch else next(iter(batch.values()))
         pairs += int(first.shape[0])
+        if on_step is not None:
+            on_step(1)
     seconds = time.perf_counter() - start
     return {"loss": total / steps if steps else float("nan"), "steps": steps, "seconds": seconds,
             "pairs_per_s": pairs / seconds if seconds > 0 else float("nan")}

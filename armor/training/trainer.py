@@ -30,6 +30,7 @@ from armor.config import EvalConfig
 from armor.data.splits import SplitData
 from armor.errors import OrientationError
 from armor.models.base import Recommender, TrainableRecommender
+from armor.progress import Progress
 from armor.training.selection import SELECT_METRIC, selection_score, validation_data
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Trainer:
     """Trains one ``TrainableRecommender`` an epoch at a time; see the module docstring."""
 
     def __init__(self, model: TrainableRecommender, train: sp.csr_matrix, data: SplitData | None = None,
-                 eval_config: EvalConfig | None = None, *, rank: int = 0, world_size: int = 1):
+                 eval_config: EvalConfig | None = None, *, rank: int = 0, world_size: int = 1, progress: bool = True):
         train = sp.csr_matrix(train, dtype=np.float32)
         if data is not None and data.train.shape != train.shape:
             raise OrientationError(f"train has shape {train.shape} but the split is {data.train.shape}; every "
@@ -106,6 +107,8 @@ class Trainer:
         self.epoch, self.best, self.best_epoch, self.stale = 0, -math.inf, 0, 0
         self.best_snapshot: Any = None
         self.history: list[dict[str, float]] = []
+        self.shows_progress = progress and rank == 0  # every rank runs the same epochs: one reports them
+        self._progress: Progress | None = None
 
     def distribute(self, wrapper: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
         """Run the model's forwards through ``wrapper`` (e.g. ``ray.train.torch.prepare_model``)."""
@@ -117,16 +120,60 @@ class Trainer:
 
     def run_epoch(self) -> dict[str, float]:
         started = time.perf_counter()
-        with torch_threads(self.schedule.num_threads), self.streams.global_torch():
-            stats = self.model.train_epoch(self.epoch, self.streams)
+        epochs = self._epoch_progress()
+        steps = self._step_progress()
+        self.model.set_step_hook(None if steps is None else steps.update)
+        try:
+            with torch_threads(self.schedule.num_threads), self.streams.global_torch():
+                stats = self.model.train_epoch(self.epoch, self.streams)
+        except BaseException as exc:
+            if epochs is not None:  # say where it stopped (and give the terminal back its log lines)
+                epochs.close(note=f"{type(exc).__name__} in epoch {self.epoch + 1}")
+                self._progress = None
+            raise
+        finally:
+            self.model.set_step_hook(None)
+            if steps is not None:
+                steps.close()
         self.epoch += 1
         record = {"epoch": self.epoch, **stats, "seconds": time.perf_counter() - started}
         if self.validates and (self.epoch % self.schedule.eval_every == 0 or self.epoch == self.schedule.epochs):
             record[VALID_KEY] = self._validate()
         self.history.append(record)
-        log.info("%s epoch %d: %s", self.model.name, self.epoch,
-                 ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
+        # One line per epoch would flood the log with fast epochs: the progress shows the latest
+        # epoch's numbers at most every ARMOR_PROGRESS_INTERVAL seconds, and the summary at the end.
+        log.debug("%s epoch %d: %s", self.model.name, self.epoch,
+                  ", ".join(f"{k} {v:.4g}" for k, v in record.items() if k != "epoch"))
+        if epochs is not None:
+            epochs.update(1, **self._shown(record))
+            if self.done:
+                self._close_progress()
         return record
+
+    def _epoch_progress(self) -> Progress | None:
+        if self.shows_progress and self._progress is None:
+            self._progress = Progress(self.model.name, total=self.schedule.epochs, unit="epoch", initial=self.epoch)
+        return self._progress
+
+    def _step_progress(self) -> Progress | None:
+        """This epoch's steps, for epochs long enough to show them (a line only after an interval)."""
+        total = self.model.steps_per_epoch() if self.shows_progress else None
+        if total is None:  # models without steps (implicit's BPR and ALS fit a whole epoch in one call)
+            return None
+        return Progress(f"{self.model.name} epoch {self.epoch + 1}/{self.schedule.epochs}", total=total,
+                        unit="step", summary=False, leave=False)
+
+    def _shown(self, record: dict[str, float]) -> dict[str, Any]:
+        shown: dict[str, Any] = {k: v for k, v in record.items() if k not in ("epoch", "seconds")}
+        if self.validates and self.best_epoch:
+            shown["best"] = f"{self.best:.4g} @ epoch {self.best_epoch}"
+        return shown
+
+    def _close_progress(self) -> None:
+        if self._progress is not None:
+            early = self.validates and self.stale >= self.schedule.patience and self.epoch < self.schedule.epochs
+            self._progress.close(note=f"early stop: no better validation in {self.stale} evaluations"
+                                 if early else None)
 
     def _validate(self) -> float:
         score = None
@@ -151,6 +198,7 @@ class Trainer:
 
     def finish(self) -> TrainableRecommender:
         """Keep the best validation epoch's weights (the last ones without validation)."""
+        self._close_progress()
         if self.best_snapshot is not None:
             self.model.restore(self.best_snapshot)
             log.info("%s: kept epoch %d (validation %s %.4f)", self.model.name, self.best_epoch, SELECT_METRIC,
