@@ -423,17 +423,9 @@ def _build(backbone: str, weights: str, seed: int) -> tuple[Any, Any, dict[str, 
 
 def resolve_device(device: str | None) -> torch.device:
     """None or "auto" -> cuda when available, else cpu; a named CUDA device must exist."""
-    import torch
+    from armor.device import resolve_device as resolve
 
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"device {device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from e
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu or auto")
-    return resolved
+    return resolve(device, "device")
 
 
 def _resolve_amp(amp_dtype: str, device: torch.device) -> torch.dtype:

@@ -149,8 +149,9 @@ def propagate_inference(adjacency: torch.Tensor, embeddings: torch.Tensor, layer
 
 def bpr_step(adjacency: torch.Tensor, embeddings: torch.Tensor, optimizer: torch.optim.Optimizer,
              users: np.ndarray, positives: np.ndarray, negatives: np.ndarray, n_users: int,
-             layers: int, reg: float) -> float:
-    """One LightGCN training step with ``LightGCN._fit``'s loss; returns the loss value.
+             layers: int, reg: float) -> torch.Tensor:
+    """One LightGCN training step with ``LightGCN._fit``'s loss; returns the loss, detached, as a
+    0-d tensor on the embeddings' device (reading it is the caller's choice: a sync on CUDA).
 
     ``adjacency``: :func:`normalized_adjacency_csr` (N, N); ``embeddings``: the layer-0 parameter
     (N, d) that ``optimizer`` updates; ``users``, ``positives``, ``negatives``: (B,) int64 numpy
@@ -181,4 +182,4 @@ def bpr_step(adjacency: torch.Tensor, embeddings: torch.Tensor, optimizer: torch
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach())
+    return loss.detach()

@@ -138,7 +138,9 @@ class PairSampler:
         return self._indices[start + first], self._indices[start + second], users
 
     def batches(self, rng: np.random.Generator, steps: int | None = None) -> Iterator[dict[str, Tensor]]:
-        """Yield ``steps`` (default ``steps_per_epoch()``) batches of int64 "anchor", "positive", "user".
+        """Yield ``steps`` (default ``steps_per_epoch()``) batches of int64 CPU tensors: "anchor",
+        "positive", "user" (n,) and the batch's distinct items, "items" (K,) sorted, with "inverse"
+        (2n,) such that ``items[inverse]`` is ``cat([anchor, positive])``.
 
         ``rng`` must be seeded the same on every rank (the trainer's ``Streams.epoch_rng``).
         """
@@ -146,9 +148,14 @@ class PairSampler:
         lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
         for _ in range(steps):
             anchor, positive, user = self._draw(rng, self.batch_size * self.world_size)
-            yield {"anchor": torch.from_numpy(anchor[lo:hi].copy()),
-                   "positive": torch.from_numpy(positive[lo:hi].copy()),
-                   "user": torch.from_numpy(user[lo:hi].copy())}
+            anchor, positive, user = anchor[lo:hi].copy(), positive[lo:hi].copy(), user[lo:hi].copy()
+            # Items repeat within a batch (popular movies): each distinct one is encoded once.
+            # Found here, in numpy, so the step needs no data-dependent torch.unique (a device
+            # sync on CUDA).
+            items, inverse = np.unique(np.concatenate([anchor, positive]), return_inverse=True)
+            yield {"anchor": torch.from_numpy(anchor), "positive": torch.from_numpy(positive),
+                   "user": torch.from_numpy(user), "items": torch.from_numpy(items.astype(np.int64)),
+                   "inverse": torch.from_numpy(inverse.astype(np.int64).reshape(-1))}
 
 
 # --------------------------------------------------------------------------------------------
