@@ -489,6 +489,26 @@ class ImageEncoder:
         fits = max(1, int(free * 0.5) // per_image)
         return int(min(1024, max(8, 2 ** int(math.log2(fits)))))
 
+    def _upload(self, x: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the encoder's device (through pinned memory on CUDA, without blocking)."""
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device)
+
+    def forward_pixels(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """uint8 (b, 3, 224, 224) pixels on the encoder's device -> float32 (b, dim) features there
+        (or (b, 1000) ImageNet logits): normalisation, autocast and channels_last as configured."""
+        import torch
+
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                                    enabled=self.amp_dtype != torch.float32):
+            x = x.float().div_(255.0).sub_(self._mean).div_(self._std)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = self._trunk(x)  # (b, dim)
+            if logits:
+                y = self._head(y)  # (b, 1000)
+        return y.float()
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return self._run(pixels, logits=False)
 
@@ -509,22 +529,11 @@ class ImageEncoder:
         width = 1000 if logits else self.dim
         if len(pixels) == 0:
             return np.zeros((0, width), dtype=np.float32)
-        cuda = self.device.type == "cuda"
         outputs = []
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype,
-                                                    enabled=self.amp_dtype != torch.float32):
-            for start in range(0, len(pixels), self._chunk):
-                chunk = pixels[start:start + self._chunk]
-                if not (chunk.flags.c_contiguous and chunk.flags.writeable):
-                    chunk = np.array(chunk, order="C")  # torch refuses to wrap read-only memory
-                x = torch.from_numpy(chunk)  # (b, 224, 224, 3) uint8
-                if cuda:
-                    x = x.pin_memory().to(self.device, non_blocking=True)
-                x = x.permute(0, 3, 1, 2)  # (b, 3, 224, 224), already channels_last in memory
-                x = x.float().div_(255.0).sub_(self._mean).div_(self._std)
-                x = x.contiguous(memory_format=torch.channels_last)
-                y = self._trunk(x)  # (b, dim)
-                if logits:
-                    y = self._head(y)  # (b, 1000)
-                outputs.append(y.float().cpu())
+        for start in range(0, len(pixels), self._chunk):
+            chunk = pixels[start:start + self._chunk]
+            if not (chunk.flags.c_contiguous and chunk.flags.writeable):
+                chunk = np.array(chunk, order="C")  # torch refuses to wrap read-only memory
+            x = self._upload(torch.from_numpy(chunk))  # (b, 224, 224, 3) uint8 on the device
+            outputs.append(self.forward_pixels(x.permute(0, 3, 1, 2), logits).cpu())  # NHWC memory = channels_last
         return torch.cat(outputs).numpy()

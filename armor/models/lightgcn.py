@@ -210,6 +210,13 @@ class LightGCN(TrainableRecommender):
             users = self._pos_users[batch]  # (B,)
             yield users, self._pos_items[batch], self._sampler(rng, users)
 
+    def _loss(self, users: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> torch.Tensor:
+        """The batch's training loss (with grad), without stepping."""
+        cfg = self.config
+        assert self._embeddings is not None, "begin() first"
+        return graph_ops.bpr_loss(self._adjacency, self._embeddings, users, positives, negatives, self._n_users,
+                                  cfg.layers, cfg.reg)
+
     def _step(self, users: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> torch.Tensor:
         """One optimiser step on a batch; returns its loss (detached, on the embeddings' device)."""
         cfg = self.config

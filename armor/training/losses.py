@@ -81,6 +81,10 @@ def pair_loss(z_anchor: Tensor, z_positive: Tensor, users: Tensor, anchors: Tens
     With DDP, which averages, scale the loss by the world size (``train_epoch(grad_scale=...)``).
     Random mining must draw the same choices on every rank: seed ``generator`` identically.
     """
+    # Ids come from the sampler on the CPU; every mask is built from them, so they go where the
+    # embeddings are first (and NCCL gathers only device tensors).
+    device = z_anchor.device
+    users, anchors, positives = (t.to(device, non_blocking=True) for t in (users, anchors, positives))
     za = gather_with_grad(z_anchor)  # (N, D)
     zp = gather_with_grad(z_positive)  # (N, D)
     users, anchors, positives = gather(users), gather(anchors), gather(positives)  # (N,) each
@@ -144,7 +148,7 @@ def make_pair_step(encode: Callable[[Tensor], Tensor], liked: LikedItems, config
         else:
             distinct, inverse = torch.unique(torch.cat([anchors, positives]), return_inverse=True)
         z = encode(distinct)  # (K, D)
-        z = z[inverse]  # (2n, D)
+        z = z[inverse.to(z.device, non_blocking=True)]  # (2n, D)
         return pair_loss(z[:n], z[n:], users, anchors, positives, liked, config, generator).loss
 
     return step
