@@ -519,6 +519,26 @@ class ImageEncoder:
                                "classify() is unavailable; features from __call__ are unaffected")
         return self._run(pixels, logits=True)
 
+    def encode_images(self, values: Sequence[Any], column: str = "image") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Encoded images (bytes; None or empty where missing) -> (features (B, dim) float32, zeros where
+        not ok; status (B,); error (B,)), decoded on this encoder's device (``armor.features.jpeg``:
+        nvJPEG on CUDA, Pillow for what it does not take), with ``preprocess_batch``'s statuses."""
+        import torch
+
+        from armor.features.jpeg import decode_batch
+
+        features = np.zeros((len(values), self.dim), dtype=np.float32)
+        status = np.full(len(values), "missing", dtype=object)
+        errors = np.full(len(values), None, dtype=object)
+        for start in range(0, len(values), self._chunk):
+            part = slice(start, start + self._chunk)
+            pixels, status[part], errors[part] = decode_batch(values[part], self.device, column)
+            ok = np.flatnonzero(status[part] == "ok")
+            if ok.size:
+                chosen = pixels.index_select(0, torch.from_numpy(ok).to(self.device))  # (k, 3, 224, 224)
+                features[start + ok] = self.forward_pixels(chosen).cpu().numpy()
+        return features, status, errors
+
     def _run(self, pixels: np.ndarray, logits: bool) -> np.ndarray:
         import torch
 

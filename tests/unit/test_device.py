@@ -23,6 +23,7 @@ What fake tensors cannot run, and how it is covered instead:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -253,6 +254,31 @@ def test_image_encoder_forward_runs_on_cuda_in_bf16_channels_last(backbone):
         features = encoder.forward_pixels(x.permute(0, 3, 1, 2))
         assert on_cuda(features) and features.dtype == torch.float32 and tuple(features.shape) == (2, encoder.dim)
         assert seen == {"channels_last": True, "dtype": torch.bfloat16}
+
+
+def test_jpeg_decoding_on_the_device_and_encoding_stay_on_cuda(monkeypatch):
+    """EncodeConfig.device_decode: JPEGs decoded, resized and cropped on CUDA, Pillow's fallback
+    pixels uploaded there, the forward there. nvJPEG itself has no fake kernel: a stand-in returns
+    tensors of the decoded shapes on the device it is asked for."""
+    from PIL import Image
+
+    from armor.features import jpeg as device_jpeg
+    from armor.features.image import ImageEncoder
+
+    def nvjpeg(datas, device):
+        sizes = [Image.open(io.BytesIO(d)).size for d in datas]
+        return [torch.empty(3, h, w, dtype=torch.uint8, device=device) for w, h in sizes]
+
+    monkeypatch.setattr(device_jpeg, "decode_jpegs", nvjpeg)
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 451, 3), dtype=np.uint8))
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    photo.save(jpeg, "JPEG")
+    photo.save(png, "PNG")  # not a JPEG: Pillow decodes it, on the host
+    with fake_cuda():
+        encoder = ImageEncoder("resnet50", weights="none", device="cuda")
+        pixels, status, _ = device_jpeg.decode_batch([jpeg.getvalue(), png.getvalue(), None], encoder.device)
+        assert on_cuda(pixels) and status.tolist() == ["ok", "ok", "missing"]
+        assert on_cuda(encoder.forward_pixels(pixels))
 
 
 @pytest.mark.slow
