@@ -29,7 +29,11 @@ def encode(image: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:
 
 @pytest.fixture(scope="module")
 def values() -> dict[str, object]:
-    """Every kind of value a scrape holds, by name."""
+    return sample_values()
+
+
+def sample_values() -> dict[str, object]:
+    """Every kind of value a scrape holds, by name (tests/gpu decodes them with nvJPEG)."""
     cat = Image.fromarray(skdata.chelsea())  # 451 x 300
     poster = Image.fromarray(skdata.astronaut()).resize((500, 750))
     exif = Image.Exif()
