@@ -249,6 +249,8 @@ class EncodeConfig:
     actors: int | None = setting(None, "encoder actors (default: one per GPU, or one on a CPU-only cluster)")
     amp_dtype: Literal["auto", "bf16", "fp16", "fp32"] = setting("auto", "autocast dtype on GPU (auto: bf16 "
                                                                          "where supported)")
+    device_decode: bool = setting(False, "decode JPEG images in the encoder actor on its device (nvJPEG on a GPU) "
+                                         "instead of in Pillow CPU tasks; other images still go through Pillow")
 
     def __post_init__(self) -> None:
         _check(self.image_backbone in ("efficientnet-lite0", "resnet50"), "encode.image_backbone",

@@ -144,13 +144,16 @@ def _run_job(scraped: ScrapeStore, store: FeatureStore, config: EncodeConfig, di
         # of its node; the decode tasks take the remaining slot and overlap with it.
         wanted = pa.array(todo, pa.int32())
         ds = (ray.data.read_parquet([str(p) for p in scraped.parts()], columns=SCRAPE_COLUMNS)
-              .map_batches(keep_movies, fn_kwargs={"wanted": wanted}, batch_format="pyarrow", batch_size=None)
-              .map_batches(preprocess_batch, batch_size=config.batch_size, batch_format="numpy", num_cpus=1)
-              .map_batches(EncodeWorker, batch_size=config.batch_size, batch_format="numpy",
-                           fn_constructor_kwargs={"config": config, "store_dir": str(store.directory),
-                                                  "dims": dims, "encoders": encoders, "use_all_cores": not use_gpu},
-                           compute=ray.data.ActorPoolStrategy(size=actors),
-                           num_gpus=1 if use_gpu else 0, num_cpus=1))
+              .map_batches(keep_movies, fn_kwargs={"wanted": wanted}, batch_format="pyarrow", batch_size=None))
+        images = [m for m in ("poster", "thumbnail") if m in config.modalities]
+        if images and not config.device_decode:  # else the encoder actor decodes the bytes on its device
+            ds = ds.map_batches(preprocess_batch, fn_kwargs={"columns": images}, batch_size=config.batch_size,
+                                batch_format="numpy", num_cpus=1)
+        ds = ds.map_batches(EncodeWorker, batch_size=config.batch_size, batch_format="numpy",
+                            fn_constructor_kwargs={"config": config, "store_dir": str(store.directory), "dims": dims,
+                                                   "encoders": encoders, "use_all_cores": not use_gpu},
+                            compute=ray.data.ActorPoolStrategy(size=actors),
+                            num_gpus=1 if use_gpu else 0, num_cpus=1)
         bar = Progress("encode", total=len(todo), unit="movie")  # a bar on a terminal, periodic lines elsewhere
         started = time.monotonic()
         try:

@@ -423,17 +423,9 @@ def _build(backbone: str, weights: str, seed: int) -> tuple[Any, Any, dict[str, 
 
 def resolve_device(device: str | None) -> torch.device:
     """None or "auto" -> cuda when available, else cpu; a named CUDA device must exist."""
-    import torch
+    from armor.device import resolve_device as resolve
 
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"device {device!r} is not a torch device; use auto, cpu, cuda or cuda:N") from e
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but CUDA is not available here; use --device cpu or auto")
-    return resolved
+    return resolve(device, "device")
 
 
 def _resolve_amp(amp_dtype: str, device: torch.device) -> torch.dtype:
@@ -497,6 +489,26 @@ class ImageEncoder:
         fits = max(1, int(free * 0.5) // per_image)
         return int(min(1024, max(8, 2 ** int(math.log2(fits)))))
 
+    def _upload(self, x: torch.Tensor) -> torch.Tensor:
+        """A host tensor on the encoder's device (through pinned memory on CUDA, without blocking)."""
+        if self.device.type == "cuda":
+            return x.pin_memory().to(self.device, non_blocking=True)
+        return x.to(self.device)
+
+    def forward_pixels(self, x: torch.Tensor, logits: bool = False) -> torch.Tensor:
+        """uint8 (b, 3, 224, 224) pixels on the encoder's device -> float32 (b, dim) features there
+        (or (b, 1000) ImageNet logits): normalisation, autocast and channels_last as configured."""
+        import torch
+
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                                    enabled=self.amp_dtype != torch.float32):
+            x = x.float().div_(255.0).sub_(self._mean).div_(self._std)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = self._trunk(x)  # (b, dim)
+            if logits:
+                y = self._head(y)  # (b, 1000)
+        return y.float()
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return self._run(pixels, logits=False)
 
@@ -506,6 +518,26 @@ class ImageEncoder:
             raise WeightsError(f"{self._weights_info['weights']}: these weights have no classifier head, so "
                                "classify() is unavailable; features from __call__ are unaffected")
         return self._run(pixels, logits=True)
+
+    def encode_images(self, values: Sequence[Any], column: str = "image") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Encoded images (bytes; None or empty where missing) -> (features (B, dim) float32, zeros where
+        not ok; status (B,); error (B,)), decoded on this encoder's device (``armor.features.jpeg``:
+        nvJPEG on CUDA, Pillow for what it does not take), with ``preprocess_batch``'s statuses."""
+        import torch
+
+        from armor.features.jpeg import decode_batch
+
+        features = np.zeros((len(values), self.dim), dtype=np.float32)
+        status = np.full(len(values), "missing", dtype=object)
+        errors = np.full(len(values), None, dtype=object)
+        for start in range(0, len(values), self._chunk):
+            part = slice(start, start + self._chunk)
+            pixels, status[part], errors[part] = decode_batch(values[part], self.device, column)
+            ok = np.flatnonzero(status[part] == "ok")
+            if ok.size:
+                chosen = pixels.index_select(0, torch.from_numpy(ok).to(self.device))  # (k, 3, 224, 224)
+                features[start + ok] = self.forward_pixels(chosen).cpu().numpy()
+        return features, status, errors
 
     def _run(self, pixels: np.ndarray, logits: bool) -> np.ndarray:
         import torch
@@ -517,22 +549,11 @@ class ImageEncoder:
         width = 1000 if logits else self.dim
         if len(pixels) == 0:
             return np.zeros((0, width), dtype=np.float32)
-        cuda = self.device.type == "cuda"
         outputs = []
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype,
-                                                    enabled=self.amp_dtype != torch.float32):
-            for start in range(0, len(pixels), self._chunk):
-                chunk = pixels[start:start + self._chunk]
-                if not (chunk.flags.c_contiguous and chunk.flags.writeable):
-                    chunk = np.array(chunk, order="C")  # torch refuses to wrap read-only memory
-                x = torch.from_numpy(chunk)  # (b, 224, 224, 3) uint8
-                if cuda:
-                    x = x.pin_memory().to(self.device, non_blocking=True)
-                x = x.permute(0, 3, 1, 2)  # (b, 3, 224, 224), already channels_last in memory
-                x = x.float().div_(255.0).sub_(self._mean).div_(self._std)
-                x = x.contiguous(memory_format=torch.channels_last)
-                y = self._trunk(x)  # (b, dim)
-                if logits:
-                    y = self._head(y)  # (b, 1000)
-                outputs.append(y.float().cpu())
+        for start in range(0, len(pixels), self._chunk):
+            chunk = pixels[start:start + self._chunk]
+            if not (chunk.flags.c_contiguous and chunk.flags.writeable):
+                chunk = np.array(chunk, order="C")  # torch refuses to wrap read-only memory
+            x = self._upload(torch.from_numpy(chunk))  # (b, 224, 224, 3) uint8 on the device
+            outputs.append(self.forward_pixels(x.permute(0, 3, 1, 2), logits).cpu())  # NHWC memory = channels_last
         return torch.cat(outputs).numpy()

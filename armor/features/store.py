@@ -92,7 +92,8 @@ def _describe(meta: dict[str, Any]) -> str:
 
 def encode_rows(batch: dict[str, np.ndarray], modalities: tuple[str, ...], text_encoder: Callable | None,
                 image_encoder: Callable | None, schema: pa.Schema) -> pa.Table:
-    """Embed one preprocessed batch (see armor.features.image.preprocess_batch) into feature rows.
+    """Embed one batch into feature rows: images preprocessed by armor.features.image.preprocess_batch
+    (``{modality}_pixels``), or still encoded (``{modality}`` bytes), which the image encoder decodes.
 
     A modality that is missing or does not decode gets a zero embedding and a status saying
     which (``{modality}_status`` is the truth, not the vector); it never fails the batch. Zeros,
@@ -116,7 +117,7 @@ def encode_rows(batch: dict[str, np.ndarray], modalities: tuple[str, ...], text_
                 if present.any():
                     vectors = text_encoder([t for t, p in zip(texts, present) if p])  # (n_present, dim)
                     embeddings[present] = vectors
-            else:
+            elif f"{modality}_pixels" in batch:  # decoded by preprocess_batch in a CPU task
                 status[:] = batch[f"{modality}_status"]
                 ok = status == "ok"
                 for i in np.flatnonzero(~ok):
@@ -125,6 +126,11 @@ def encode_rows(batch: dict[str, np.ndarray], modalities: tuple[str, ...], text_
                 if ok.any():
                     vectors = image_encoder(np.asarray(batch[f"{modality}_pixels"])[ok])  # (n_ok, dim)
                     embeddings[ok] = vectors
+            else:  # encoded bytes: the encoder decodes them on its device (EncodeConfig.device_decode)
+                embeddings[:], status[:], messages = image_encoder.encode_images(batch[modality], column=modality)
+                for i in np.flatnonzero(status != "ok"):
+                    if messages[i]:
+                        errors[i].append(f"{modality}: {messages[i]}")
         columns[column] = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), dim)
         columns[f"{modality}_status"] = status.tolist()
     columns["status"] = ["ok"] * n

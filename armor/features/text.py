@@ -154,6 +154,11 @@ class TextEncoder:
         cleaned = [clean_text(t) for t in texts]
         if not cleaned:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self._model.encode(cleaned, batch_size=self.batch_size, convert_to_numpy=True,
-                                     normalize_embeddings=False, show_progress_bar=False)  # (B, dim)
-        return np.asarray(vectors, dtype=np.float32)
+        return self.embed(cleaned).cpu().numpy()  # one copy to the host
+
+    def embed(self, cleaned: Sequence[str]) -> Any:
+        """float32 (B, dim) torch tensor of already-cleaned texts, on the encoder's device."""
+        vectors = self._model.encode(list(cleaned), batch_size=self.batch_size, convert_to_tensor=True,
+                                     device=str(self.device), normalize_embeddings=False,
+                                     show_progress_bar=False)  # (B, dim)
+        return vectors.float()

@@ -165,14 +165,14 @@ class _EncoderModel(TrainableRecommender, EmbeddingRecommender):
         self.present = {m: torch.from_numpy(mask[m]).to(self.device) for m in needed}
         return feature_stats(arrays, mask)
 
-    def _rng_devices(self) -> list[int]:
-        return [self.device.index or 0] if self.device.type == "cuda" else []
-
     def _build(self, make: Any, seed: int) -> nn.Module:
-        # A fixed init per seed, without touching the caller's global RNG.
-        with torch.random.fork_rng(devices=self._rng_devices()):
-            torch.manual_seed(seed)
-            return make().to(self.device)
+        # A fixed init per seed, without touching the caller's global RNG. The module is built
+        # on the CPU and then moved, so the init is the same on every device and only the CPU RNG
+        # is drawn from (forking a CUDA RNG would initialise CUDA for nothing).
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)  # the CPU RNG only: CUDA's is left alone
+            module = make()
+        return module.to(self.device)
 
     def encode(self, items: Tensor, module: nn.Module | None = None) -> tuple[Tensor, Tensor]:
         """(z (k, out_dim), modality weights (k, 3)) of catalogue items ``items`` (k,).
@@ -191,7 +191,8 @@ class _EncoderModel(TrainableRecommender, EmbeddingRecommender):
     def _invalidate(self) -> None:
         self._embeddings, self._weights = None, None
 
-    def _encode_all(self) -> None:
+    def _encode_tensors(self) -> tuple[Tensor, Tensor]:
+        """(z (I, out_dim), weights (I, 3)) float32 of every catalogue item, on the model's device."""
         if self.n_items is None:
             raise ArmorError(f"{type(self).__name__} has neither features nor saved item embeddings")
         was_training = self.module.training
@@ -199,16 +200,20 @@ class _EncoderModel(TrainableRecommender, EmbeddingRecommender):
         zs, ws = [], []
         with torch.no_grad():
             for start in range(0, self.n_items, _ENCODE_BATCH):
-                items = torch.arange(start, min(start + _ENCODE_BATCH, self.n_items))
+                items = torch.arange(start, min(start + _ENCODE_BATCH, self.n_items), device=self.device)
                 z, w = self.encode(items)
-                zs.append(z.float().cpu().numpy())
-                ws.append(w.float().cpu().numpy())
+                zs.append(z.float())
+                ws.append(w.float())
         self.module.train(was_training)
-        z = np.concatenate(zs)  # (I, out_dim)
+        return torch.cat(zs), torch.cat(ws)
+
+    def _encode_all(self) -> None:
+        z_t, w_t = self._encode_tensors()
+        z, w = z_t.cpu().numpy(), w_t.cpu().numpy()  # one copy to the host: (I, out_dim), (I, 3)
         # Training only shapes directions (cosine), so norms are arbitrary; unnormalised, a few
         # long vectors would dominate every user's mean.
         self._embeddings = np.ascontiguousarray(l2_normalize(z), dtype=np.float32)
-        self._weights = np.ascontiguousarray(np.concatenate(ws), dtype=np.float32)  # (I, 3)
+        self._weights = np.ascontiguousarray(w, dtype=np.float32)  # (I, 3)
 
     def item_embeddings(self) -> np.ndarray:
         if self._embeddings is None:
@@ -248,9 +253,13 @@ class _EncoderModel(TrainableRecommender, EmbeddingRecommender):
     def steps_per_epoch(self) -> int | None:
         return getattr(self, "_steps", None)
 
-    def train_epoch(self, epoch: int, streams: Streams) -> dict[str, float]:
-        step = make_pair_step(lambda items: self.encode(items, self._forward)[0], self._liked, self.train_config,
+    def _pair_step(self, streams: Streams) -> Callable[[dict[str, Tensor]], Tensor]:
+        """The training step: a ``PairSampler`` batch -> its pair loss (``make_pair_step``)."""
+        return make_pair_step(lambda items: self.encode(items, self._forward)[0], self._liked, self.train_config,
                               streams.torch)
+
+    def train_epoch(self, epoch: int, streams: Streams) -> dict[str, float]:
+        step = self._pair_step(streams)
         self._forward.train()
         stats = train_epoch(step, self._sampler.batches(streams.epoch_rng(epoch), self._steps), self._optimizer,
                             grad_scale=float(self._world_size), on_step=self.steps_done)

@@ -69,15 +69,17 @@ class Standardize(nn.Module):
 
     def __init__(self, dim: int, mean: np.ndarray | None = None, std: np.ndarray | None = None):
         super().__init__()
-        mean_t = torch.zeros(dim) if mean is None else torch.as_tensor(np.asarray(mean), dtype=torch.float32)
-        std_t = torch.ones(dim) if std is None else torch.as_tensor(np.asarray(std), dtype=torch.float32)
-        if mean_t.shape != (dim,) or std_t.shape != (dim,):
-            raise ConfigError(f"standardisation stats must have shape ({dim},), got mean {tuple(mean_t.shape)} "
-                              f"and std {tuple(std_t.shape)}")
-        if not bool((std_t > 0).all()):
+        # Checked in numpy, before any tensor exists: no device round trip, and the module can be
+        # built under a fake-tensor mode (the device tests).
+        mean_a = np.zeros(dim, np.float32) if mean is None else np.asarray(mean, dtype=np.float32)
+        std_a = np.ones(dim, np.float32) if std is None else np.asarray(std, dtype=np.float32)
+        if mean_a.shape != (dim,) or std_a.shape != (dim,):
+            raise ConfigError(f"standardisation stats must have shape ({dim},), got mean {mean_a.shape} "
+                              f"and std {std_a.shape}")
+        if not (std_a > 0).all():
             raise ConfigError("standardisation std must be > 0 in every dimension")
-        self.register_buffer("mean", mean_t.clone())
-        self.register_buffer("std", std_t.clone())
+        self.register_buffer("mean", torch.tensor(mean_a))
+        self.register_buffer("std", torch.tensor(std_a))
 
     def forward(self, x: Tensor, present: Tensor | None = None) -> Tensor:
         x = (x - self.mean) / self.std  # (B, d_in)

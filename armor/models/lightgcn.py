@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,6 +33,7 @@ import scipy.sparse as sp
 import torch
 
 from armor.config import LightGCNConfig, from_dict
+from armor.device import resolve_device
 from armor.errors import ArmorError, ConfigError, DataError
 from armor.models import graph_ops
 from armor.models.base import TrainableRecommender
@@ -133,11 +134,7 @@ class NegativeSampler:
 
 
 def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"lightgcn device={name!r} but torch sees no CUDA device; use 'cpu' or 'auto'")
-    return torch.device(name)
+    return resolve_device(name, "lightgcn device")
 
 
 class LightGCN(TrainableRecommender):
@@ -198,20 +195,39 @@ class LightGCN(TrainableRecommender):
         return -(-self._pos_users.size // self.config.batch_size) if self._embeddings is not None else None
 
     def train_epoch(self, epoch: int, streams: Streams) -> dict[str, float]:
-        cfg, embeddings, rng = self.config, self._embeddings, streams.numpy
-        assert embeddings is not None, "begin() first"
-        order = rng.permutation(self._pos_users.size)
-        total_loss = 0.0
-        for start in range(0, order.size, cfg.batch_size):
-            batch = order[start : start + cfg.batch_size]
-            users = self._pos_users[batch]  # (B,)
-            negatives = self._sampler(rng, users)  # (B,)
-            loss = graph_ops.bpr_step(self._adjacency, embeddings, self._optimizer, users, self._pos_items[batch],
-                                      negatives, self._n_users, cfg.layers, cfg.reg)
-            total_loss += loss * batch.size
+        assert self._embeddings is not None, "begin() first"
+        total: torch.Tensor | None = None
+        for users, positives, negatives in self._batches(streams.numpy):
+            # Summed where the loss lives: one device sync per epoch, not one per step.
+            loss = self._step(users, positives, negatives).double() * users.size
+            total = loss if total is None else total + loss
             self.steps_done(1)
+        assert total is not None
+        return {"loss": float(total) / self._pos_users.size}
+
+    def _batches(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """One epoch of (users, positives, negatives) int64 numpy batches (B,): the training
+        positives shuffled, each with a negative drawn for its user."""
+        order = rng.permutation(self._pos_users.size)
+        for start in range(0, order.size, self.config.batch_size):
+            batch = order[start : start + self.config.batch_size]
+            users = self._pos_users[batch]  # (B,)
+            yield users, self._pos_items[batch], self._sampler(rng, users)
+
+    def _loss(self, users: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> torch.Tensor:
+        """The batch's training loss (with grad), without stepping."""
+        cfg = self.config
+        assert self._embeddings is not None, "begin() first"
+        return graph_ops.bpr_loss(self._adjacency, self._embeddings, users, positives, negatives, self._n_users,
+                                  cfg.layers, cfg.reg)
+
+    def _step(self, users: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> torch.Tensor:
+        """One optimiser step on a batch; returns its loss (detached, on the embeddings' device)."""
+        cfg = self.config
+        assert self._embeddings is not None, "begin() first"
         self._final_stale = True
-        return {"loss": total_loss / order.size}
+        return graph_ops.bpr_step(self._adjacency, self._embeddings, self._optimizer, users, positives, negatives,
+                                  self._n_users, cfg.layers, cfg.reg)
 
     def state_dict(self) -> dict[str, Any]:
         assert self._embeddings is not None, "begin() first"
@@ -244,14 +260,18 @@ class LightGCN(TrainableRecommender):
         self._embeddings = None
         self._adjacency = self._optimizer = self._sampler = None
 
+    def _final_tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(final (N, d), layer-0 (N, d)) embeddings, on the device they were trained on."""
+        assert self._embeddings is not None, "begin() first"
+        final = graph_ops.propagate_inference(self._adjacency, self._embeddings, self.config.layers)  # (N, d)
+        return final, self._embeddings.detach()
+
     def _refresh(self) -> None:
         """Final (layer-mean) embeddings of the current layer-0 ones, once per change."""
         if not self._final_stale or self._embeddings is None:
             return
-        with torch.no_grad():
-            final = graph_ops.propagate_inference(self._adjacency, self._embeddings,
-                                                  self.config.layers).cpu().numpy()  # (N, d)
-            layer0 = self._embeddings.detach().cpu().numpy()  # (N, d)
+        final_t, layer0_t = self._final_tensors()
+        final, layer0 = final_t.cpu().numpy(), layer0_t.cpu().numpy()  # (N, d) each
         n_users = self._n_users
         self.user_final, self.item_final = final[:n_users].copy(), final[n_users:].copy()
         self.user_emb0, self.item_emb0 = layer0[:n_users].copy(), layer0[n_users:].copy()

@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 import pyarrow.parquet as pq
 
+from armor.device import host_float32
 from armor.errors import ArmorError
 from armor.io import atomic_path
 from armor.models.base import l2_normalize
@@ -87,8 +88,8 @@ class ItemIndex:
             raise RetrievalError(f"index kind {kind!r}: choose one of {', '.join(KINDS)}")
         if metric not in METRICS:
             raise RetrievalError(f"index metric {metric!r}: choose one of {', '.join(METRICS)}")
-        ids = np.asarray(movie_ids)
-        emb = np.asarray(embeddings)
+        ids = np.asarray(movie_ids.cpu() if hasattr(movie_ids, "cpu") else movie_ids)
+        emb = host_float32(embeddings)  # a tensor on any device, or an array of any dtype and order
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
             raise RetrievalError(f"movie_ids must be a 1-D integer array, got shape {ids.shape} dtype {ids.dtype}")
         if emb.ndim != 2 or emb.shape[0] != ids.shape[0]:
@@ -239,7 +240,7 @@ class ItemIndex:
         """
         if k < 1:
             raise RetrievalError(f"k={k}: must be >= 1")
-        q = np.asarray(query_vectors, dtype=np.float32)
+        q = host_float32(query_vectors)
         if q.ndim == 1:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.dim:

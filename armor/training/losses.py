@@ -24,11 +24,19 @@ def cosine_matrix(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     return F.normalize(a, dim=-1, eps=eps) @ F.normalize(b, dim=-1, eps=eps).T
 
 
-def triplet_margin_loss(positive_sim: Tensor, negative_sim: Tensor, margin: float) -> Tensor:
-    """Eq. 4.7, ``mean(max(0, sim(a, n) - sim(a, p) + margin))`` over anchors; 0 for no anchors."""
+def triplet_margin_loss(positive_sim: Tensor, negative_sim: Tensor, margin: float,
+                        mask: Tensor | None = None) -> Tensor:
+    """Eq. 4.7, ``mean(max(0, sim(a, n) - sim(a, p) + margin))`` over anchors; 0 for no anchors.
+
+    ``mask`` (A,) bool restricts the mean to its True rows (0 when there are none) without a
+    boolean index: the shapes do not depend on the data, so there is no device sync on CUDA.
+    """
     if positive_sim.numel() == 0:
         return positive_sim.sum() * 0.0  # keeps the graph, so backward() still works
-    return F.relu(negative_sim - positive_sim + margin).mean()
+    hinge = F.relu(negative_sim - positive_sim + margin)  # (A,)
+    if mask is None:
+        return hinge.mean()
+    return torch.where(mask, hinge, torch.zeros_like(hinge)).sum() / mask.sum().clamp(min=1)
 
 
 def info_nce(sim: Tensor, positive_index: Tensor, valid: Tensor, temperature: float) -> Tensor:
@@ -73,6 +81,10 @@ def pair_loss(z_anchor: Tensor, z_positive: Tensor, users: Tensor, anchors: Tens
     With DDP, which averages, scale the loss by the world size (``train_epoch(grad_scale=...)``).
     Random mining must draw the same choices on every rank: seed ``generator`` identically.
     """
+    # Ids come from the sampler on the CPU; every mask is built from them, so they go where the
+    # embeddings are first (and NCCL gathers only device tensors).
+    device = z_anchor.device
+    users, anchors, positives = (t.to(device, non_blocking=True) for t in (users, anchors, positives))
     za = gather_with_grad(z_anchor)  # (N, D)
     zp = gather_with_grad(z_positive)  # (N, D)
     users, anchors, positives = gather(users), gather(anchors), gather(positives)  # (N,) each
@@ -102,7 +114,8 @@ def pair_loss(z_anchor: Tensor, z_positive: Tensor, users: Tensor, anchors: Tens
             positive_sim = hardest_positive(sim, positive_sim, liked, anchor_users, anchor_items, candidate_items)
         index, found = mine_negatives(sim, positive_sim, valid, config.mining, config.margin, generator,
                                       config.semi_hard_fallback)
-        loss = triplet_margin_loss(positive_sim[found], sim[rows[found], index[found]], config.margin)
+        negative_sim = sim.gather(1, index[:, None]).squeeze(1)  # (A,)
+        loss = triplet_margin_loss(positive_sim, negative_sim, config.margin, mask=found)
         negatives = torch.where(found, index, torch.full_like(index, -1))
     return PairLossOutput(loss=loss, negatives=negatives, found=found, positive_sim=positive_sim.detach(),
                           anchor_items=anchor_items, candidate_items=candidate_items)
@@ -123,14 +136,19 @@ def make_pair_step(encode: Callable[[Tensor], Tensor], liked: LikedItems, config
     """A ``model_step`` for ``train_epoch``: encode a batch's items, return its ``pair_loss``.
 
     ``encode`` maps item indices (k,) to embeddings (k, D). Items repeat within a batch (popular
-    movies), so each distinct item is encoded once and its embedding reused.
+    movies), so each distinct item is encoded once and its embedding reused: a batch's "items"
+    and "inverse" (``PairSampler.batches``) say which, else they are found here.
     """
 
     def step(batch: dict[str, Tensor]) -> Tensor:
         anchors, positives, users = batch["anchor"], batch["positive"], batch["user"]
         n = anchors.shape[0]
-        distinct, inverse = torch.unique(torch.cat([anchors, positives]), return_inverse=True)
-        z = encode(distinct)[inverse]  # (2n, D)
+        if "items" in batch:  # PairSampler found the distinct items already (numpy, no sync)
+            distinct, inverse = batch["items"], batch["inverse"]
+        else:
+            distinct, inverse = torch.unique(torch.cat([anchors, positives]), return_inverse=True)
+        z = encode(distinct)  # (K, D)
+        z = z[inverse.to(z.device, non_blocking=True)]  # (2n, D)
         return pair_loss(z[:n], z[n:], users, anchors, positives, liked, config, generator).loss
 
     return step

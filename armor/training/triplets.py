@@ -48,10 +48,11 @@ def rank() -> int:
 
 def _gather_padded(x: Tensor) -> tuple[list[Tensor], list[int]]:
     # all_gather needs equal shapes; ranks may hold batches of different lengths (the last step).
+    # On x's device: NCCL gathers only CUDA tensors, gloo CPU ones (or CUDA where built with it).
     size = torch.tensor([x.shape[0]], device=x.device, dtype=torch.int64)
     sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
     dist.all_gather(sizes, size)
-    lengths = [int(s.item()) for s in sizes]
+    lengths = _host_ints(torch.cat(sizes))
     longest = max(lengths)
     padded = x.detach()
     if x.shape[0] < longest:
@@ -59,6 +60,11 @@ def _gather_padded(x: Tensor) -> tuple[list[Tensor], list[int]]:
     parts = [torch.empty_like(padded) for _ in lengths]
     dist.all_gather(parts, padded.contiguous())
     return [p[:n] for p, n in zip(parts, lengths)], lengths
+
+
+def _host_ints(x: Tensor) -> list[int]:
+    """The values of an int tensor as Python ints: one device-to-host copy (a sync on CUDA)."""
+    return [int(v) for v in x.tolist()]
 
 
 def gather_with_grad(x: Tensor) -> Tensor:
@@ -138,7 +144,9 @@ class PairSampler:
         return self._indices[start + first], self._indices[start + second], users
 
     def batches(self, rng: np.random.Generator, steps: int | None = None) -> Iterator[dict[str, Tensor]]:
-        """Yield ``steps`` (default ``steps_per_epoch()``) batches of int64 "anchor", "positive", "user".
+        """Yield ``steps`` (default ``steps_per_epoch()``) batches of int64 CPU tensors: "anchor",
+        "positive", "user" (n,) and the batch's distinct items, "items" (K,) sorted, with "inverse"
+        (2n,) such that ``items[inverse]`` is ``cat([anchor, positive])``.
 
         ``rng`` must be seeded the same on every rank (the trainer's ``Streams.epoch_rng``).
         """
@@ -146,9 +154,14 @@ class PairSampler:
         lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
         for _ in range(steps):
             anchor, positive, user = self._draw(rng, self.batch_size * self.world_size)
-            yield {"anchor": torch.from_numpy(anchor[lo:hi].copy()),
-                   "positive": torch.from_numpy(positive[lo:hi].copy()),
-                   "user": torch.from_numpy(user[lo:hi].copy())}
+            anchor, positive, user = anchor[lo:hi].copy(), positive[lo:hi].copy(), user[lo:hi].copy()
+            # Items repeat within a batch (popular movies): each distinct one is encoded once.
+            # Found here, in numpy, so the step needs no data-dependent torch.unique (a device
+            # sync on CUDA).
+            items, inverse = np.unique(np.concatenate([anchor, positive]), return_inverse=True)
+            yield {"anchor": torch.from_numpy(anchor), "positive": torch.from_numpy(positive),
+                   "user": torch.from_numpy(user), "items": torch.from_numpy(items.astype(np.int64)),
+                   "inverse": torch.from_numpy(inverse.astype(np.int64).reshape(-1))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,6 +258,8 @@ def mine_negatives(sim: Tensor, positive_sim: Tensor, valid: Tensor, strategy: S
         else:
             raise ConfigError(f"train.semi_hard_fallback: must be none, easiest or hardest, got {fallback!r}")
     elif strategy == "random":
+        # Drawn from the run's CPU stream (``Streams.torch``: saved with the run, the same on every
+        # rank and device), then moved to sim's device explicitly.
         noise = torch.rand(sim.shape, generator=generator, device="cpu").to(sim.device)  # (N, C)
         index = torch.where(valid, noise, torch.full_like(noise, -1.0)).argmax(dim=1)
     else:

@@ -48,7 +48,11 @@ def test_sampler_is_deterministic_per_seed_and_epoch():
         assert all(torch.equal(x[k], y[k]) for k in ("anchor", "positive", "user"))
     assert not torch.equal(torch.cat([x["anchor"] for x in a]), torch.cat([x["anchor"] for x in c]))
     assert not torch.equal(torch.cat([x["anchor"] for x in a]), torch.cat([x["anchor"] for x in d]))
-    assert set(a[0]) == {"anchor", "positive", "user"} and all(v.dtype == torch.int64 for v in a[0].values())
+    assert set(a[0]) == {"anchor", "positive", "user", "items", "inverse"}
+    assert all(v.dtype == torch.int64 for v in a[0].values())
+    for batch in a:  # each distinct item once, sorted, and the batch rebuilt from them
+        assert torch.equal(batch["items"], torch.unique(torch.cat([batch["anchor"], batch["positive"]])))
+        assert torch.equal(batch["items"][batch["inverse"]], torch.cat([batch["anchor"], batch["positive"]]))
 
 
 def test_ranks_take_disjoint_slices_of_one_global_stream():
