@@ -78,6 +78,8 @@ def demo(job: DemoJob) -> Path:
         splits = make_splits(ws, job)
         for protocol in job.protocols:
             train_all(ws, protocol, job, models=names_to_train(job, cold=False))
+        if "random" in job.protocols and "armor-graph" in names_to_train(job, cold=False):
+            train_ablations(ws, "random", job)
         if COLD_SPLIT in splits:
             train_all(ws, COLD_SPLIT, job, models=names_to_train(job, cold=True))
         if not job.skip_scrape:
@@ -138,6 +140,25 @@ def train_all(ws: Workspace, split: str, job: DemoJob, models: tuple[str, ...]) 
                         Tracking(tracking=job.tracking))
         log.info("[5/7] %s: trained %s in %.1f s, validation NDCG@10 %.4f", split, name, summary["seconds"],
                  summary["valid"]["ndcg@10"])
+
+
+def train_ablations(ws: Workspace, split: str, job: DemoJob) -> None:
+    """ARMoR-Graph with one part switched off at a time, at the settings its grid chose on ``split``'s
+    validation (no new tuning), saved as armor-graph~SLUG for the report's ablation table."""
+    import json
+
+    from armor.models.graph_hybrid import ABLATIONS
+    from armor.models.registry import ModelSettings
+    from pipelines.tracking import Tracking
+    from pipelines.train import Placement, TrainJob, train
+
+    chosen = json.loads((ws.models / split / "armor-graph" / "metrics.json").read_text())["grid"]["chosen"]
+    for slug, (what, off) in ABLATIONS.items():
+        settings = ModelSettings().with_seed(job.seed).replace("armor_graph", **{**chosen, **off})
+        summary = train(TrainJob(workspace=str(ws.root), split=split, model="armor-graph", settings=settings,
+                                 name=f"armor-graph~{slug}"), Placement(local=True), Tracking(tracking=job.tracking))
+        log.info("[5/7] %s: trained armor-graph %s in %.1f s, validation NDCG@10 %.4f", split, what,
+                 summary["seconds"], summary["valid"]["ndcg@10"])
 
 
 def scrape_through_local_server(ws: Workspace, rate: float) -> str:

@@ -92,7 +92,9 @@ def load_job_data(job: TrainJob) -> Benchmark:
 def build(job: TrainJob, bench: Benchmark, device: str = "cpu") -> Recommender:
     from armor.models.registry import build_model
 
-    return build_model(job.model, job.settings, bench.features, bench.present, device=device)
+    # Movies the split held out of the whole training log (the item cold start) are new to the model.
+    new_items = bench.data.item_index(bench.split.cold_items) if bench.split.cold_items.size else None
+    return build_model(job.model, job.settings, bench.features, bench.present, device=device, new_items=new_items)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -224,16 +226,15 @@ def run_name(job: TrainJob, workers: int) -> str:
 
 def _grid_search(job: TrainJob, bench: Benchmark) -> tuple[Recommender, dict[str, Any]]:
     """Validation-only grid search over the model's grid section, in this process."""
-    from armor.models.registry import build_model, spec
     from armor.training.selection import grid_search
 
-    entry = spec(job.model)
+    entry = MODELS[job.model]
     grid = entry.grid(job.grid or "")
     section = entry.grid_section
     assert section is not None
 
     def make(params: dict[str, Any]) -> Recommender:
-        return build_model(job.model, job.settings.replace(section, **params), bench.features, bench.present)
+        return build(dataclasses.replace(job, settings=job.settings.replace(section, **params)), bench)
 
     params, model, table = grid_search(make, grid, bench.data)
     log.info("%s grid: chose %s", job.model, params)

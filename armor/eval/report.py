@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 PROTOCOL_TITLES = {"loo": "leave-one-out (the paper's protocol)", "random": "random 80/10/10 per user",
                    "temporal": "temporal 80/10/10 per user", "cold": "item cold start"}
 # (ours, reference): paired test differences reported wherever both models are present.
-PAIRS: tuple[tuple[str, str], ...] = (("fused", "fused-paper"),)
+PAIRS: tuple[tuple[str, str], ...] = (("fused", "fused-paper"), ("armor-graph", "lightgcn"))
+ABLATION_MARK = "~"  # models/SPLIT/MODEL~SLUG: MODEL with one part switched off
 
 DEFINITIONS = """## Definitions
 
@@ -105,7 +106,8 @@ def check_catalogue(model: Recommender, data: SplitData, directory: Path) -> Non
 def load_models(ws: Workspace, split: str, data: SplitData, names: tuple[str, ...] | None) -> dict[str, Recommender]:
     """The models trained on ``split`` (default: all, in the registry's order), checked against its catalogue."""
     directory = ws.models / split
-    found = sorted(p.name for p in directory.iterdir() if (p / "model").is_dir()) if directory.exists() else []
+    found = sorted(p.name for p in directory.iterdir()
+                   if (p / "model").is_dir() and ABLATION_MARK not in p.name) if directory.exists() else []
     order = list(MODELS)
     chosen = list(names) if names else sorted(found, key=lambda n: order.index(n) if n in order else len(order))
     missing = [n for n in chosen if n not in found]
@@ -135,8 +137,8 @@ def make_report(workspace: str | Path, config: ReportConfig = ReportConfig(), ou
     lines = [config.header or f"# ARMoR report: {ws.root.name}\n", DEFINITIONS]
     for run in runs:
         lines += protocol_section(run, config, out)
-    cold = cold_section(ws, config, out)
-    lines += [cold, showcase.attention_table(runs[0].models)]
+    lines += [ablation_section(ws, run, config) for run in runs]
+    lines += [cold_section(ws, config, out), showcase.attention_table(runs[0].models)]
     lines += qualitative(ws, runs[0], config, out)
     write_text("\n".join(line for line in lines if line), out / "report.md")
     write_text(tables.csv_rows([(result, {"protocol": r.split}) for r in runs for result in r.results.values()]),
@@ -193,6 +195,41 @@ def paired_differences(run: ProtocolRun, config: ReportConfig) -> str:
     return ("\nPaired differences (same users, same resamples):\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
+def ablation_section(ws: Workspace, run: ProtocolRun, config: ReportConfig) -> str:
+    """Each model trained with one part switched off (models/SPLIT/MODEL~SLUG), beside the full one."""
+    found = sorted(p.name for p in (ws.models / run.split).glob(f"*{ABLATION_MARK}*") if (p / "model").is_dir())
+    if not found:
+        return ""
+    eval_config = EvalConfig(bootstrap=config.bootstrap, seed=config.seed)
+    lines, rows = [], []
+    for full in sorted({name.split(ABLATION_MARK)[0] for name in found}):
+        if full not in run.results:
+            continue
+        rows.append(run.results[full])
+        for name in (n for n in found if n.split(ABLATION_MARK)[0] == full):
+            model = load_recommender(ws.models / run.split / name / "model")
+            check_catalogue(model, run.bench.data, ws.models / run.split / name)
+            result = evaluate(model, run.bench.data, "test", eval_config, name=ablation_label(name))
+            rows.append(result)
+            diff, (lo, hi), _ = paired_bootstrap_difference(
+                run.results[full].per_user["ndcg@10"], result.per_user["ndcg@10"], max(config.bootstrap, 1), 0.95,
+                config.seed)
+            lines.append(f"- {label(full)} minus {result.model}: {diff:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}]")
+    if not rows:
+        return ""
+    return (f"\n## Ablations (split `{run.split}`): one part switched off at a time, same settings\n\n"
+            + tables.markdown_table(rows, ["recall@10", "ndcg@10", "ndcg@20"])
+            + "\nTest NDCG@10 of the full model minus each ablation (paired):\n\n" + "\n".join(lines) + "\n")
+
+
+def ablation_label(name: str) -> str:
+    full, slug = name.split(ABLATION_MARK, 1)
+    from armor.models.graph_hybrid import ABLATIONS
+
+    what = ABLATIONS[slug][0] if full == "armor-graph" and slug in ABLATIONS else slug
+    return f"{label(full)}, {what}"
+
+
 def cold_section(ws: Workspace, config: ReportConfig, out: Path) -> str:
     """Item cold start: each user ranks the whole catalogue; hits are held-out movies nobody rated in
     training or validation. Interaction-only models never saw them and sit at chance."""
@@ -201,7 +238,7 @@ def cold_section(ws: Workspace, config: ReportConfig, out: Path) -> str:
     run = run_protocol(ws, config.cold_split, config)
     cold = run.bench.split.cold_items
     for name, result in run.results.items():
-        if name in MODELS and MODELS[name].family != "content":
+        if name in MODELS and MODELS[name].family in ("interaction", "reference"):
             result.model += " (no content: never saw these movies, at chance)"
     write_text(tables.csv_table(list(run.results.values()), {"protocol": run.split}), out / "coldstart.csv")
     return (f"\n## Item cold start (split `{run.split}`): {cold.size} movies held out entirely\n\n"

@@ -107,7 +107,8 @@ def normalized_adjacency_csr(train: sp.spmatrix, device: torch.device | str = "c
     return to_torch_csr(normalized_adjacency_scipy(train), device)
 
 
-def _spmm(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def spmm(adjacency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Every sparse product of the graph models goes through here (one place a test can stand in for)."""
     return torch.sparse.mm(adjacency, x)  # (N, N) @ (N, d) -> (N, d)
 
 
@@ -116,7 +117,7 @@ def _layer_mean(adjacency: torch.Tensor, x: torch.Tensor, layers: int) -> torch.
     total = x.clone()  # (N, d)
     current = x
     for _ in range(layers):
-        current = _spmm(adjacency, current)  # (N, d)
+        current = spmm(adjacency, current)  # (N, d)
         total.add_(current)
     return total.div_(layers + 1)
 

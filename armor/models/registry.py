@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from armor.config import BPRConfig, FusionConfig, LightGCNConfig, TrainConfig, from_dict
+from armor.config import ArmorGraphConfig, BPRConfig, FusionConfig, LightGCNConfig, TrainConfig, from_dict
 from armor.errors import ConfigError, DataError
 from armor.models.base import Recommender
 
-FAMILIES = ("content", "interaction", "reference")
+FAMILIES = ("content", "interaction", "hybrid", "reference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,12 +35,13 @@ class BuildContext:
     features: Mapping[str, np.ndarray] | None = None
     present: Mapping[str, np.ndarray] | None = None
     device: str = "cpu"
+    new_items: np.ndarray | None = None  # catalogue columns of movies with no rating in the training log
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     name: str
-    family: str  # "content": ranks by item features; "interaction": learns from ratings; "reference"
+    family: str  # "content": item features; "interaction": ratings; "hybrid": both; "reference"
     label: str  # its row in Table 1
     needs_features: bool
     build: Callable[[BuildContext], Recommender]
@@ -112,6 +113,13 @@ def _als(ctx: BuildContext) -> Recommender:
     return ALS(ctx.settings["als"])
 
 
+def _armor_graph(ctx: BuildContext) -> Recommender:
+    from armor.models.graph_hybrid import GraphHybrid
+
+    return GraphHybrid(ctx.settings["armor_graph"], ctx.features, ctx.present, new_items=ctx.new_items,
+                       device=ctx.device, num_threads=1 if ctx.device == "cpu" else None)
+
+
 def _popularity(ctx: BuildContext) -> Recommender:
     from armor.models.baselines import Popularity
 
@@ -149,6 +157,7 @@ _LIGHTGCN_SMALL = {"dim": [64], "layers": [3], "lr": [5e-3], "reg": [1e-3], "epo
 _ITEMKNN_SMALL = {"k": [50, 200]}
 _EASE_SMALL = {"l2": [100.0, 250.0, 500.0, 1000.0]}
 _ALS_SMALL = {"factors": [64], "regularization": [0.01, 0.1], "alpha": [1.0, 10.0]}
+_ARMOR_GRAPH_SMALL = {"layers": [2], "lr": [1e-2], "epochs": [150]}
 
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
@@ -178,6 +187,11 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("ease", "interaction", "EASE (Steck 2019)", False, _ease, "armor.models.neighbors:EASE",
               {"ease": _config("armor.models.neighbors", "EASEConfig")},
               default_grid="armor.models.neighbors:EASE_GRID", small_grid=_EASE_SMALL, grid_section="ease"),
+    ModelSpec("armor-graph", "hybrid", "ARMoR-Graph (ours: graph + content graph + aligned content)", True,
+              _armor_graph, "armor.models.graph_hybrid:GraphHybrid",
+              {"armor_graph": ArmorGraphConfig},
+              default_grid="armor.models.graph_hybrid:DEFAULT_GRID", small_grid=_ARMOR_GRAPH_SMALL,
+              grid_section="armor_graph"),
     ModelSpec("popularity", "reference", "Popularity", False, _popularity, "armor.models.baselines:Popularity"),
     ModelSpec("random", "reference", "Random", False, _random, "armor.models.baselines:RandomRanker",
               {"train": TrainConfig}),
@@ -251,12 +265,13 @@ class ModelSettings:
 
 
 def build_model(name: str, settings: ModelSettings | None = None, features: Mapping[str, np.ndarray] | None = None,
-                present: Mapping[str, np.ndarray] | None = None, device: str = "cpu") -> Recommender:
+                present: Mapping[str, np.ndarray] | None = None, device: str = "cpu",
+                new_items: np.ndarray | None = None) -> Recommender:
     """A fresh, unfitted model ``name`` (features aligned with the catalogue's items when it needs them)."""
     entry = spec(name)
     if entry.needs_features and features is None:
         raise ConfigError(f"--model {name} ranks by item content and needs the feature store: run `armor encode`")
-    model = entry.build(BuildContext(settings or ModelSettings(), features, present, device))
+    model = entry.build(BuildContext(settings or ModelSettings(), features, present, device, new_items))
     assert model.name == name, f"registry entry {name!r} built a model named {model.name!r}"
     return model
 

@@ -17,6 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 from armor.config import (
+    ArmorGraphConfig,
     BPRConfig,
     EvalConfig,
     FusionConfig,
@@ -41,8 +42,11 @@ EMBEDDING = names("content")
 TRAINED_CONTENT = tuple(n for n in EMBEDDING if MODELS[n].configs)
 RAW_CONTENT = tuple(n for n in EMBEDDING if not MODELS[n].configs)
 INTERACTION = names("interaction")
+# Hybrid models learn from both; they expose item vectors (served through FAISS for a history) but a
+# known user also has a learned vector, so they are not EmbeddingRecommenders.
+HYBRID = names("hybrid")
 # Models that learn who likes what, from ratings or from features; popularity only knows counts.
-PERSONALISED = (*EMBEDDING, *INTERACTION)
+PERSONALISED = (*EMBEDDING, *INTERACTION, *HYBRID)
 # Measured on this fixture (random ranker NDCG@10 0.028, its expectation 0.026): personalised
 # models 0.18-0.28 (6.3x-10x), popularity 0.071 (2.5x; the world's popularity exponent is 0.3).
 PERSONALISED_MARGIN = 4.0
@@ -63,7 +67,9 @@ def settings():
     return ModelSettings.of(fusion=FusionConfig(dim=32, out_dim=16, heads=2),
                             train=TrainConfig(batch_size=64, epochs=6, steps_per_epoch=8, patience=3),
                             bpr=BPRConfig(factors=16, iterations=60),
-                            lightgcn=LightGCNConfig(dim=16, layers=2, epochs=30, batch_size=1024, patience=3))
+                            lightgcn=LightGCNConfig(dim=16, layers=2, epochs=30, batch_size=1024, patience=3),
+                            armor_graph=ArmorGraphConfig(dim=16, fusion_dim=16, heads=2, knn_k=4, reduce_dim=16,
+                                                         batch_size=1024, lr=1e-2, epochs=30, patience=3))
 
 
 def build(name, settings, bench):
@@ -110,7 +116,7 @@ def chance(bench):
 
 def test_every_registered_model_has_a_known_family_and_builds_under_its_name(settings, bench):
     # A new model ships with its family, so the contract below knows what to expect of it.
-    assert set(MODELS) == {*EMBEDDING, *INTERACTION, *names("reference")}
+    assert set(MODELS) == {*EMBEDDING, *INTERACTION, *HYBRID, *names("reference")}
     for name in MODELS:
         assert build(name, settings, bench).name == name
 
@@ -172,10 +178,10 @@ def test_save_and_load_reproduce_scores_and_embeddings(name, fitted, bench, tmp_
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_only_embedding_models_expose_embeddings(name, fitted, bench):
+def test_only_embedding_and_hybrid_models_expose_embeddings(name, fitted, bench):
     model = fitted(name)
-    if name in EMBEDDING:
-        assert isinstance(model, EmbeddingRecommender)
+    if name in (*EMBEDDING, *HYBRID):
+        assert isinstance(model, EmbeddingRecommender) == (name in EMBEDDING)
         items = model.item_embeddings()
         assert items.ndim == 2 and items.shape[0] == bench.data.n_items and items.shape[1] >= 1
         assert items.dtype == np.float32 and np.isfinite(items).all()
@@ -183,6 +189,19 @@ def test_only_embedding_models_expose_embeddings(name, fitted, bench):
         # write_outputs keys item_embeddings.parquet on this being None.
         assert model.item_embeddings() is None
         assert model.user_embeddings(history_of(bench, USERS)) is None
+
+
+@pytest.mark.parametrize("name", HYBRID)
+def test_a_hybrid_model_scores_a_user_it_never_saw_by_the_cosine_of_their_liked_items(name, fitted, bench):
+    # What the FAISS pyfunc serves for a history: a stranger is their profile alone.
+    model = fitted(name)
+    items = model.item_embeddings().astype(np.float64)
+    history = history_of(bench, USERS)
+    strangers = USERS + bench.data.n_users  # user rows the model never trained
+    mean = np.stack([items[history[row].indices].mean(axis=0) for row in range(USERS.size)])
+    expected = (mean / np.linalg.norm(mean, axis=1, keepdims=True)) @ (items / np.linalg.norm(items, axis=1,
+                                                                                                keepdims=True)).T
+    np.testing.assert_allclose(model.score(strangers, history), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", EMBEDDING)
@@ -283,14 +302,14 @@ def test_raw_feature_model_needs_features_or_saved_embeddings(name, fitted, benc
     np.testing.assert_array_equal(loaded.item_embeddings(), fitted(name).item_embeddings())
 
 
-@pytest.mark.parametrize("name", [*EMBEDDING, *INTERACTION])
+@pytest.mark.parametrize("name", [*EMBEDDING, *INTERACTION, *HYBRID])
 def test_fit_on_a_train_matrix_of_another_catalogue_names_the_mismatch(name, settings, bench):
     # Popularity and random have no catalogue of their own to compare with: they are left out.
     n_items = bench.data.n_items
     narrow = sp.csr_matrix(bench.data.train[:, : n_items - 7])
     model = build(name, settings, bench)
     with pytest.raises(ArmorError) as caught:
-        if isinstance(model, TrainableRecommender) and name in INTERACTION:
+        if isinstance(model, TrainableRecommender) and name in (*INTERACTION, *HYBRID):
             fit_model(model, narrow, data=bench.data)
         elif name in INTERACTION:  # item-item models learn their catalogue from the matrix: caught when scoring
             fit_model(model, narrow).score(USERS, history_of(bench, USERS))

@@ -33,13 +33,14 @@ import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
-from armor.config import BPRConfig, LightGCNConfig, TrainConfig
+from armor.config import ArmorGraphConfig, BPRConfig, LightGCNConfig, TrainConfig
 from armor.data.benchmark import Benchmark, load_benchmark
 from armor.models import graph_ops
 from armor.models.als import ALS, ALSConfig
 from armor.models.base import TrainableRecommender
 from armor.models.bpr import BPR
 from armor.models.content import _EncoderModel
+from armor.models.graph_hybrid import GraphHybrid
 from armor.models.lightgcn import LightGCN
 from armor.models.registry import MODELS, ModelSettings, build_model, model_class
 from armor.training import triplets
@@ -65,7 +66,9 @@ def bench(workspace) -> Benchmark:
 def settings(**train) -> ModelSettings:
     return ModelSettings.of(train=TrainConfig(batch_size=8, **train),
                             lightgcn=LightGCNConfig(dim=8, layers=2, batch_size=64),
-                            bpr=BPRConfig(factors=8, iterations=2), als=ALSConfig(factors=8, iterations=2))
+                            bpr=BPRConfig(factors=8, iterations=2), als=ALSConfig(factors=8, iterations=2),
+                            armor_graph=ArmorGraphConfig(dim=8, fusion_dim=8, heads=2, knn_k=3, reduce_dim=8,
+                                                         batch_size=64))
 
 
 def build(name: str, bench: Benchmark, device: str = "cuda", **train) -> TrainableRecommender:
@@ -124,7 +127,7 @@ def drive_lightgcn(name: str, bench: Benchmark, monkeypatch) -> None:
         return torch.zeros(size, device=device)  # dense stand-in: no CUDA (or meta) CSR kernels here
 
     monkeypatch.setattr(torch, "sparse_csr_tensor", sparse_csr_tensor)
-    monkeypatch.setattr(graph_ops, "_spmm", lambda adjacency, x: adjacency @ x)
+    monkeypatch.setattr(graph_ops, "spmm", lambda adjacency, x: adjacency @ x)
     n_nodes = sum(bench.data.train.shape)
     with fake_cuda():
         model = build(name, bench)
@@ -144,6 +147,46 @@ def drive_lightgcn(name: str, bench: Benchmark, monkeypatch) -> None:
     assert assembled == [("cuda", (n_nodes, n_nodes)), ("meta", (n_nodes, n_nodes))]
 
 
+def dense_csr_stand_in(monkeypatch) -> list[tuple[str, tuple[int, ...]]]:
+    """``torch.sparse_csr_tensor`` -> a dense tensor of the same shape on the parts' device (no CUDA or
+    meta CSR kernels here); returns what was assembled, as (device type, shape)."""
+    assembled = []
+
+    def sparse_csr_tensor(indptr, indices, values, size, *, device=None, check_invariants=None):
+        device = torch.device(device or indptr.device)
+        assert all(t.device.type == device.type for t in (indptr, indices, values)), "CSR parts elsewhere"
+        assembled.append((device.type, tuple(size)))
+        return torch.zeros(size, device=device)
+
+    monkeypatch.setattr(torch, "sparse_csr_tensor", sparse_csr_tensor)
+    monkeypatch.setattr(graph_ops, "spmm", lambda adjacency, x: adjacency @ x)
+    return assembled
+
+
+def drive_graph_hybrid(name: str, bench: Benchmark, monkeypatch) -> None:
+    """ARMoR-Graph: its graphs (user-item, content kNN, profiles) assembled on the device, the fusion
+    there, the softmax, profile and alignment losses there, the whole step there, the final vectors there."""
+    assembled = dense_csr_stand_in(monkeypatch)
+    with fake_cuda():
+        model = build(name, bench)
+        streams = Streams(0)
+        model.begin(bench.data.train, streams)
+        assert on_cuda(*model._params.parameters(), model._adjacency, model._profiles, *model._item_graph)
+        assert on_cuda(*model._loss(*next(model._batches(streams.numpy))))
+        users, items, content = model._final_tensors()
+        assert on_cuda(users, items, content) and tuple(items.shape) == (bench.data.n_items, 8)
+
+    model = build(name, bench, device="meta")
+    streams = Streams(0)
+    model.begin(bench.data.train, streams)
+    loss = model._loss(*next(model._batches(streams.numpy)))[0]
+    loss.backward()
+    model._optimizer.step()
+    state = [v for s in model._optimizer.state.values() for k, v in s.items() if k != "step"]
+    assert on_meta(loss, *model._params.parameters(), *state)
+    assert {device for device, _ in assembled} == {"cuda", "meta"}
+
+
 def drive_implicit(name: str, bench: Benchmark, monkeypatch) -> None:
     """BPR and ALS train in implicit (no torch); what they hand the evaluator is host numpy."""
     model = build(name, bench)
@@ -157,7 +200,7 @@ def drive_implicit(name: str, bench: Benchmark, monkeypatch) -> None:
 
 
 DRIVERS: dict[type, Callable[..., None]] = {_EncoderModel: drive_pair_model, LightGCN: drive_lightgcn,
-                                            BPR: drive_implicit, ALS: drive_implicit}
+                                            GraphHybrid: drive_graph_hybrid, BPR: drive_implicit, ALS: drive_implicit}
 
 
 def driver(name: str) -> Callable[..., None]:
