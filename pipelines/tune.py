@@ -1,4 +1,5 @@
-"""Sweep the fused model's margin, dimension, learning rate and fusion variant with Ray Tune.
+"""Sweep the fused model's margin, dimension, learning rate and fusion variant (or ARMoR-Graph's
+learning rate, temperature, depth and regularisation, with --model armor-graph) with Ray Tune.
 
 Every trial trains with the same trainer as `armor train` and reports validation NDCG@10 after
 each epoch with a checkpoint; ASHA stops weak trials early. A trial trains in its own process by
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("armor.tune")
 
 METRIC = "val_ndcg@10"
-SAMPLED = ("margin", "out_dim", "lr", "variant")
+SAMPLED = {"fused": ("margin", "out_dim", "lr", "variant"), "armor-graph": ("lr", "temperature", "layers", "reg")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,11 +54,31 @@ class SearchSpace:
 
 
 @dataclasses.dataclass(frozen=True)
+class GraphSpace:
+    """ARMoR-Graph's search space (``--model armor-graph``)."""
+
+    graph_lr_min: float = setting(1e-3, "lowest learning rate (log-uniform)")
+    graph_lr_max: float = setting(2e-2, "highest learning rate (log-uniform)")
+    temperature_min: float = setting(0.1, "lowest softmax temperature")
+    temperature_max: float = setting(0.4, "highest softmax temperature")
+    layer_counts: tuple[int, ...] = setting((1, 2, 3), "propagation depths to try")
+    reg_min: float = setting(1e-5, "lowest L2 (log-uniform)")
+    reg_max: float = setting(1e-3, "highest L2 (log-uniform)")
+
+    def __post_init__(self) -> None:
+        for low, high in (("graph_lr_min", "graph_lr_max"), ("temperature_min", "temperature_max"),
+                          ("reg_min", "reg_max")):
+            if not 0 < getattr(self, low) <= getattr(self, high):
+                raise ConfigError(f"--{low.replace('_', '-')}/--{high.replace('_', '-')}: need 0 < min <= max")
+
+
+@dataclasses.dataclass(frozen=True)
 class TuneJob:
-    """A sweep over ``space`` around the fixed settings of ``base`` (a fused-model TrainJob)."""
+    """A sweep over ``space`` (fused) or ``graph_space`` (armor-graph) around the fixed settings of ``base``."""
 
     base: TrainJob
     space: SearchSpace = SearchSpace()
+    graph_space: GraphSpace = GraphSpace()
     name: str = setting("fused-sweep", "sweep name under WORKSPACE/tune")
     resume: bool = setting(False, "resume the interrupted sweep of this name (with the same --trial-workers)")
     samples: int = setting(8, "trials to sample")
@@ -79,6 +100,10 @@ class TuneJob:
 
 def apply_sample(job: TrainJob, sample: dict[str, Any]) -> TrainJob:
     """The base job with a trial's sampled values merged in (and validated by the dataclasses)."""
+    if job.model == "armor-graph":
+        settings = job.settings.replace("armor_graph", lr=float(sample["lr"]), reg=float(sample["reg"]),
+                                        temperature=float(sample["temperature"]), layers=int(sample["layers"]))
+        return dataclasses.replace(job, settings=settings)
     settings = job.settings.replace("fusion", out_dim=int(sample["out_dim"]), variant=sample["variant"])
     settings = settings.replace("train", margin=float(sample["margin"]), lr=float(sample["lr"]))
     model = "fused" if sample["variant"] == "full" else "fused-paper"
@@ -91,8 +116,13 @@ def trial_job(config: dict[str, Any]) -> tuple[TrainJob, dict[str, Any]]:
     themselves from a restored sweep."""
     from armor.config import from_dict
 
-    sample = {k: config[k] for k in SAMPLED}
-    return apply_sample(from_dict(TrainJob, config["job"]), sample), sample
+    job = from_dict(TrainJob, config["job"])
+    sample = {k: config[k] for k in sampled(job)}
+    return apply_sample(job, sample), sample
+
+
+def sampled(job: TrainJob) -> tuple[str, ...]:
+    return SAMPLED["armor-graph" if job.model == "armor-graph" else "fused"]
 
 
 def tune_trial(config: dict[str, Any]) -> None:
@@ -171,9 +201,15 @@ def _epoch_logger(uri: str, run_id: str) -> UserCallback:
     return EpochLogger()
 
 
-def search_space(space: SearchSpace) -> dict[str, Any]:
+def search_space(job: TuneJob) -> dict[str, Any]:
     from ray import tune
 
+    if job.base.model == "armor-graph":
+        graph = job.graph_space
+        return {"lr": tune.loguniform(graph.graph_lr_min, graph.graph_lr_max),
+                "temperature": tune.uniform(graph.temperature_min, graph.temperature_max),
+                "layers": tune.choice(list(graph.layer_counts)), "reg": tune.loguniform(graph.reg_min, graph.reg_max)}
+    space = job.space
     return {"margin": tune.uniform(space.margin_min, space.margin_max), "out_dim": tune.choice(list(space.dims)),
             "lr": tune.loguniform(space.lr_min, space.lr_max), "variant": tune.choice(list(space.variants))}
 
@@ -210,11 +246,12 @@ def sweep(job: TuneJob, tracker: TrialTracker | None = None) -> ResultGrid:
             raise ConfigError(f"--resume: no sweep to resume at {path}")
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True,
                                   resume_errored=True).fit()
-    param_space = {**search_space(job.space), "job": dataclasses.asdict(job.base),
+    param_space = {**search_space(job), "job": dataclasses.asdict(job.base),
                    "threads": max(1, int(job.cpus_per_trial)), "trial_workers": job.trial_workers,
                    "use_gpu": job.use_gpu, "train_storage": str(storage / job.name / "ray_train"),
                    "tracker": None if tracker is None else tracker.__getstate__()}
-    scheduler = ASHAScheduler(max_t=job.base.settings["train"].epochs, grace_period=job.grace_period,
+    section = "armor_graph" if job.base.model == "armor-graph" else "train"
+    scheduler = ASHAScheduler(max_t=job.base.settings[section].epochs, grace_period=job.grace_period,
                               reduction_factor=2)
     return tune.Tuner(
         trainable, param_space=param_space,
@@ -226,10 +263,12 @@ def sweep(job: TuneJob, tracker: TrialTracker | None = None) -> ResultGrid:
 
 def best_sample(results: ResultGrid) -> tuple[dict[str, Any], float, int]:
     """The best (sample, validation score, epoch) over every epoch of every trial."""
+    from armor.config import from_dict
+
     best = results.get_best_result(metric=METRIC, mode="max", scope="all")
     frame = best.metrics_dataframe
     row = frame.loc[frame[METRIC].idxmax()]
-    sample = {k: best.config[k] for k in SAMPLED}
+    sample = {k: best.config[k] for k in sampled(from_dict(TrainJob, best.config["job"]))}
     return sample, float(row[METRIC]), int(row["epoch"])
 
 
@@ -284,17 +323,21 @@ def retrain_winner(job: TuneJob, sample: dict[str, Any], tracking: Tracking) -> 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", required=True, type=Path)
     parser.add_argument("--split", default="random", help="split name under WORKSPACE/splits (default random)")
-    add_dataclass_arguments(parser, TuneJob, exclude=("base", "space"))
-    add_dataclass_arguments(parser.add_argument_group("search space"), SearchSpace)
-    add_settings_arguments(parser, sections=("fusion", "train"))
+    parser.add_argument("--model", choices=tuple(SAMPLED), default="fused",
+                        help="fused (with --variants, both fusions) or armor-graph (default fused)")
+    add_dataclass_arguments(parser, TuneJob, exclude=("base", "space", "graph_space"))
+    add_dataclass_arguments(parser.add_argument_group("search space (fused)"), SearchSpace)
+    add_dataclass_arguments(parser.add_argument_group("search space (armor-graph)"), GraphSpace)
+    add_settings_arguments(parser, sections=("fusion", "train", "armor_graph"))
     add_tracking_arguments(parser)
     add_common(parser)
 
 
 def job_from_args(args: argparse.Namespace) -> TuneJob:
-    base = TrainJob(workspace=str(args.workspace.resolve()), model="fused", split=args.split,
-                    settings=settings_from_args(args, sections=("fusion", "train")))
-    return dataclass_from_args(TuneJob, args, base=base, space=dataclass_from_args(SearchSpace, args))
+    base = TrainJob(workspace=str(args.workspace.resolve()), model=args.model, split=args.split,
+                    settings=settings_from_args(args, sections=("fusion", "train", "armor_graph")))
+    return dataclass_from_args(TuneJob, args, base=base, space=dataclass_from_args(SearchSpace, args),
+                               graph_space=dataclass_from_args(GraphSpace, args))
 
 
 def run(args: argparse.Namespace) -> int:

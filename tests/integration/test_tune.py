@@ -98,3 +98,16 @@ def test_a_negative_trial_worker_count_is_refused(tmp_path):
         job_from_args(parse("--workspace", str(tmp_path), "--trial-workers", "-1"))
     with pytest.raises(ConfigError, match="--trial-workers"):
         TuneJob(base=TrainJob(workspace=str(tmp_path), model="fused"), trial_workers=-1)
+
+
+def test_a_sweep_over_armor_graph_samples_its_own_space(ray_local, tmp_path):
+    ws = make_workspace(tmp_path / "ws")
+    job = job_from_args(parse("--workspace", str(ws), "--model", "armor-graph", "--name", "graph-sweep",
+                              "--samples", "2", "--armor-graph-epochs", "2", "--grace-period", "2",
+                              "--armor-graph-dim", "16", "--armor-graph-fusion-dim", "16", "--armor-graph-heads", "2",
+                              "--armor-graph-reduce-dim", "16", "--armor-graph-batch-size", "1024",
+                              "--cpus-per-trial", "1", "--no-retrain", "--no-tracking"))
+    results = sweep(job)
+    assert len(results) == 2 and all(r.error is None for r in results)
+    sample, score, epoch = best_sample(results)
+    assert set(sample) == {"lr", "temperature", "layers", "reg"} and 0 < score <= 1 and epoch in (1, 2)
