@@ -44,6 +44,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -87,15 +88,20 @@ class Context:
         return self.workspace / "splits" / "loo"
 
 
-def row(step: str, wall: float, data: float, unit: str, note: str = "") -> dict:
-    return {"step": step, "wall": wall, "data": float(data), "unit": unit, "note": note,
+class Span(NamedTuple):
+    wall: float  # seconds
+    cpu: float  # process CPU seconds over the same interval, every thread
+
+
+def row(step: str, span: Span, data: float, unit: str, note: str = "") -> dict:
+    return {"step": step, "wall": span.wall, "cpu": span.cpu, "data": float(data), "unit": unit, "note": note,
             "load": os.getloadavg()[0]}
 
 
-def timed(fn: Callable, *args: object) -> tuple[object, float]:
-    start = time.perf_counter()
+def timed(fn: Callable, *args: object) -> tuple[object, Span]:
+    start, cpu = time.perf_counter(), time.process_time()
     out = fn(*args)
-    return out, time.perf_counter() - start
+    return out, Span(time.perf_counter() - start, time.process_time() - cpu)
 
 
 def load_loo(ctx: Context):
@@ -110,16 +116,16 @@ def step_generate(ctx: Context) -> list[dict]:
     config = SyntheticConfig.preset(ctx.shape)
     tmp = ctx.files.with_name(ctx.files.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    _, wall = timed(lambda: write_movielens(SyntheticWorld(config), tmp, content=False))
+    _, span = timed(lambda: write_movielens(SyntheticWorld(config), tmp, content=False))
     tmp.rename(ctx.files)
-    return [row("generate", wall, config.n_ratings, "ratings", f"written to {ctx.files}")]
+    return [row("generate", span, config.n_ratings, "ratings", f"written to {ctx.files}")]
 
 
 def step_prepare(ctx: Context) -> list[dict]:
     from armor.data.movielens import prepare
 
-    counts, wall = timed(lambda: prepare(ctx.files, ctx.workspace))
-    return [row("prepare", wall, counts["interactions"], "ratings",
+    counts, span = timed(lambda: prepare(ctx.files, ctx.workspace))
+    return [row("prepare", span, counts["interactions"], "ratings",
                 f"{counts['users']:,} users, {counts['movies']:,} movies")]
 
 
@@ -127,11 +133,11 @@ def _split(ctx: Context, method: str) -> list[dict]:
     from armor.config import SplitConfig
     from pipelines.data import split
 
-    result, wall = timed(lambda: split(ctx.workspace, SplitConfig(method=method)))
+    result, span = timed(lambda: split(ctx.workspace, SplitConfig(method=method)))
     steps = {s["step"]: s for s in result["funnel"]}
     note = (f"{steps['train']['users']:,} users; train / valid / test positives "
             f"{steps['train']['positives']:,} / {steps['valid']['positives']:,} / {steps['test']['positives']:,}")
-    return [row(f"split-{method}", wall, steps["ratings"]["positives"], "ratings", note)]
+    return [row(f"split-{method}", span, steps["ratings"]["positives"], "ratings", note)]
 
 
 def step_split_loo(ctx: Context) -> list[dict]:
@@ -148,10 +154,11 @@ def _evaluate(ctx: Context, name: str, make_model: Callable) -> list[dict]:
 
     data, load_s = load_loo(ctx)
     model = make_model(data)
-    result, wall = timed(lambda: evaluate(model, data, "test", EvalConfig(bootstrap=0)))
+    result, span = timed(lambda: evaluate(model, data, "test", EvalConfig(bootstrap=0)))
     users = result.users.size
-    note = f"{users:,} users x {data.n_items:,} movies; NDCG@10 {result.means['ndcg@10']:.4f}; load {load_s:.0f} s"
-    return [row(name, wall, users * data.n_items, "user-items", note)]
+    note = (f"{users:,} users x {data.n_items:,} movies; NDCG@10 {result.means['ndcg@10']:.4f}; "
+            f"reading the split {load_s.wall:.0f} s")
+    return [row(name, span, users * data.n_items, "user-items", note)]
 
 
 def step_eval_popularity(ctx: Context) -> list[dict]:
@@ -188,11 +195,11 @@ def step_bpr(ctx: Context) -> list[dict]:
     data, _ = load_loo(ctx)
     iterations = 2 if ctx.quick else 10
     trainer = Trainer(BPR(BPRConfig(iterations=iterations), eval_every=iterations, num_threads=1), data.train)
-    _, wall = timed(trainer.run_epoch)
+    _, span = timed(trainer.run_epoch)
     samples = iterations * data.train.nnz
     note = (f"{iterations} iterations x {data.train.nnz:,} positives; "
-            f"{wall / samples * 1e9:.0f} ns per sample")
-    return [row(f"bpr-{iterations}it", wall, samples, "samples", note)]
+            f"{span.wall / samples * 1e9:.0f} ns per sample ({span.cpu / samples * 1e9:.0f} ns CPU)")
+    return [row(f"bpr-{iterations}it", span, samples, "samples", note)]
 
 
 def duration(seconds: float) -> str:
@@ -203,8 +210,8 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _lightgcn_steps(model, rng: np.random.Generator, batch: int, steps: int) -> tuple[list[float], list[float]]:
-    """Times ``steps`` sampled LightGCN steps (after one untimed warm-up): (step seconds, host seconds).
+def _lightgcn_steps(model, rng: np.random.Generator, batch: int, steps: int) -> tuple[Span, list[float], list[float]]:
+    """Times ``steps`` sampled LightGCN steps after an untimed warm-up: (total, step seconds, host seconds).
 
     A step is ``LightGCN.train_epoch``'s loop body: a batch of training positives, their uniform
     negatives, ``graph_ops.bpr_step``. The host part is what stays on the CPU when the tensors live
@@ -215,7 +222,10 @@ def _lightgcn_steps(model, rng: np.random.Generator, batch: int, steps: int) -> 
 
     cfg, n_nodes = model.config, model._embeddings.shape[0]
     step_s, host_s = [], []
+    cpu = 0.0
     for i in range(steps + 1):
+        if i == 1:
+            cpu = time.process_time()
         start = time.perf_counter()
         chosen = rng.integers(0, model._pos_users.size, size=batch)  # a slice of the epoch's shuffled order
         users, positives = model._pos_users[chosen], model._pos_items[chosen]
@@ -230,7 +240,7 @@ def _lightgcn_steps(model, rng: np.random.Generator, batch: int, steps: int) -> 
         if i:  # the first step allocates Adam's state
             step_s.append(done - start)
             host_s.append(sampled - start + counted)
-    return step_s, host_s
+    return Span(sum(step_s), time.process_time() - cpu), step_s, host_s
 
 
 def gpu_lightgcn_step(step: float, host: float, spmm: float, nnz: int, dim: int, layers: int) -> float:
@@ -256,19 +266,19 @@ def step_lightgcn(ctx: Context) -> list[dict]:
     positives, layers = model._pos_users.size, model.config.layers
     x = torch.randn(n_nodes, dim)
     graph_ops._spmm(model._adjacency, x)
-    spmm = float(np.median([timed(lambda: graph_ops._spmm(model._adjacency, x))[1] for _ in range(3)]))
+    spmm = float(np.median([timed(graph_ops._spmm, model._adjacency, x)[1].wall for _ in range(3)]))
     rows = [row("lightgcn-setup", setup, nnz, "graph nnz",
                 f"{n_nodes:,} nodes, {nnz:,} non-zeros in A-hat; one sparse product (N x N @ N x {dim}) {spmm:.3f} s")]
     rng = np.random.default_rng(0)
     for batch, steps in zip(LIGHTGCN_BATCHES, (2, 2) if ctx.quick else (10, 5)):
-        step_s, host_s = _lightgcn_steps(model, rng, batch, steps)
+        span, step_s, host_s = _lightgcn_steps(model, rng, batch, steps)
         step, host = float(np.mean(step_s)), float(np.mean(host_s))
         per_epoch = math.ceil(positives / batch)
         gpu = gpu_lightgcn_step(step, host, spmm, nnz, dim, layers)
         note = (f"{steps} steps, {step:.2f} s each ({2 * layers} products {2 * layers * spmm:.2f} s, host "
                 f"{host:.3f} s); epoch = {per_epoch:,} steps: CPU {duration(per_epoch * step)}, "
                 f"GPU est. {duration(per_epoch * gpu)} ({gpu * 1e3:.0f} ms/step)")
-        rows.append(row(f"lightgcn-steps-b{batch}", sum(step_s), nnz, "graph nnz", note))
+        rows.append(row(f"lightgcn-steps-b{batch}", span, nnz, "graph nnz", note))
     return rows
 
 
@@ -278,10 +288,15 @@ GPU_FUSED_STEP_OVERHEAD = 5e-3
 
 
 def step_fused(ctx: Context) -> list[dict]:
+    import torch
+
     from armor.config import FusionConfig, TrainConfig
     from armor.models.content import FusionRecommender
     from armor.training.trainer import Trainer
 
+    # One torch thread, as a 1-CPU Ray Train worker runs: on this shared machine two threads made a
+    # fused step 6-9x slower (0.8-1.1 s against 6.7-7.7 s at the ML-1M shape, load average ~12).
+    torch.set_num_threads(1)
     data, _ = load_loo(ctx)
     rng = np.random.default_rng(0)
     features = {m: rng.standard_normal((data.n_items, d), dtype=np.float32) for m, d in FEATURE_DIMS.items()}
@@ -289,15 +304,15 @@ def step_fused(ctx: Context) -> list[dict]:
     model = FusionRecommender(FusionConfig(), TrainConfig(steps_per_epoch=steps, epochs=1), features)
     trainer, setup = timed(lambda: Trainer(model, data.train))
     trainer.run_epoch()  # warm-up epoch: allocations, AdamW state
-    _, wall = timed(trainer.run_epoch)
+    _, span = timed(trainer.run_epoch)
     sampler = model._sampler
-    _, host = timed(lambda: list(sampler.batches(np.random.default_rng(1), steps)))
-    per_epoch, step = sampler.steps_per_epoch(), wall / steps
+    host = timed(lambda: list(sampler.batches(np.random.default_rng(1), steps)))[1].wall
+    per_epoch, step = sampler.steps_per_epoch(), span.wall / steps
     gpu = host / steps + GPU_FUSED_STEP_OVERHEAD
     note = (f"{steps} steps x {sampler.batch_size} pairs, {step:.2f} s each (host sampling {host / steps * 1e3:.1f} "
-            f"ms); setup {setup:.0f} s; epoch = {per_epoch:,} steps: CPU {duration(per_epoch * step)}, "
+            f"ms); setup {setup.wall:.0f} s; epoch = {per_epoch:,} steps: CPU {duration(per_epoch * step)}, "
             f"GPU est. {duration(per_epoch * gpu)}")
-    rows = [row("fused-steps", wall, steps * sampler.batch_size, "pairs", note)]
+    rows = [row("fused-steps", span, steps * sampler.batch_size, "pairs", note)]
     _, encode = timed(model.item_embeddings)
     rows.append(row("fused-encode-items", encode, data.n_items, "items", "every catalogue item through the fusion"))
     return rows
@@ -369,29 +384,31 @@ def run_child(step: str, ctx: Context, timeout: float, log_dir: Path) -> tuple[l
         tail = log_path.read_text()[-3000:]
         reason = f"killed after {timeout:.0f} s" if child.returncode == -9 else f"exit {child.returncode}"
         print(f"!! {ctx.shape} {step} failed ({reason}); log {log_path}:\n{tail}", flush=True)
-        return [row(step, math.nan, math.nan, "", f"FAILED ({reason})")], usage.ru_maxrss * 1024 / GB
+        return [row(step, Span(math.nan, math.nan), math.nan, "", f"FAILED ({reason})")], usage.ru_maxrss * 1024 / GB
     return json.loads(lines[-1][len("RESULT "):]), usage.ru_maxrss * 1024 / GB
 
 
-def ensure_files(ctx: Context, timeout: float, log_dir: Path) -> dict | None:
-    """Generate the shape's MovieLens files into the cache unless they are there; the generate row or None."""
+def ensure_files(ctx: Context, timeout: float, log_dir: Path) -> dict:
+    """Generate the shape's MovieLens files into the cache unless they are there; the generate row
+    (of this run, or of the run that generated the cached files)."""
     from armor.data.synthetic import SyntheticConfig
 
     marker = ctx.files / "generated.json"
-    config = dataclasses.asdict(SyntheticConfig.preset(ctx.shape))
-    if marker.exists() and json.loads(marker.read_text()).get("config") == json.loads(json.dumps(config)):
-        meta = json.loads(marker.read_text())
-        print(f"{ctx.shape}: files cached in {ctx.files} (generated in {meta['wall']:.0f} s, "
-              f"{meta['rss']:.1f} GB, on {meta['when']}); not regenerated", flush=True)
-        return None
+    config = json.loads(json.dumps(dataclasses.asdict(SyntheticConfig.preset(ctx.shape))))
+    if marker.exists() and json.loads(marker.read_text()).get("config") == config:
+        result = json.loads(marker.read_text())["row"]
+        result["note"] = f"cached in {ctx.files}; timed when generated ({result['when']})"
+        print(f"{ctx.shape}: files cached in {ctx.files} (generated in {result['wall']:.0f} s on {result['when']}); "
+              "not regenerated", flush=True)
+        return result
     shutil.rmtree(ctx.files, ignore_errors=True)
     rows, rss = run_child("generate", ctx, timeout, log_dir)
-    result = {**rows[0], "rss": rss}
+    result = {**rows[0], "rss": rss, "when": time.strftime("%Y-%m-%d %H:%M")}
     if math.isnan(result["wall"]):
         raise SystemExit(f"could not generate the {ctx.shape} files")
-    marker.write_text(json.dumps({"config": config, "wall": result["wall"], "rss": rss,
-                                  "when": time.strftime("%Y-%m-%d %H:%M")}))
-    print(f"{ctx.shape}: generated into {ctx.files} in {result['wall']:.0f} s (cached for later runs)", flush=True)
+    marker.write_text(json.dumps({"config": config, "row": result}))
+    print(f"{ctx.shape}: generated into {ctx.files} in {result['wall']:.0f} s, {rss:.2f} GB (cached for later runs)",
+          flush=True)
     return result
 
 
@@ -399,16 +416,14 @@ def run_shape(shape: str, args: argparse.Namespace, work: Path, log_dir: Path) -
     ctx = Context(shape, args.cache / f"{shape}-seed0", work / shape, args.quick)
     ctx.files.parent.mkdir(parents=True, exist_ok=True)
     ctx.workspace.mkdir(parents=True, exist_ok=True)
-    results = []
-    generated = ensure_files(ctx, args.step_timeout, log_dir)
-    if generated is not None:
-        results.append({**generated, "shape": shape})
+    results = [{**ensure_files(ctx, args.step_timeout, log_dir), "shape": shape}]
     for step in args.steps:
         started = time.perf_counter()
         rows, rss = run_child(step, ctx, args.step_timeout, log_dir)
         for r in rows:
             results.append({**r, "shape": shape, "rss": rss})
-            print(f"  {shape:7s} {r['step']:24s} {r['wall']:8.1f} s  {rss:5.2f} GB  load {r['load']:.1f}  "
+            print(f"  {shape:7s} {r['step']:24s} {r['wall']:8.1f} s ({r['cpu']:.1f} s CPU)  {rss:5.2f} GB  "
+                  f"load {r['load']:.1f}  "
                   f"(process {time.perf_counter() - started:.0f} s)  {r['note']}", flush=True)
     shutil.rmtree(ctx.workspace, ignore_errors=True)
     return results
@@ -419,21 +434,23 @@ def growth(results: list[dict]) -> None:
     previous: dict[str, dict] = {}
     for r in results:
         before = previous.get(r["step"])
-        r["growth"] = math.nan
-        if before is not None and before["wall"] > 0 and before["data"] > 0:
-            r["growth"] = (r["wall"] / before["wall"]) / (r["data"] / before["data"])
+        r["growth"] = r["growth_cpu"] = math.nan
+        if before is not None and before["wall"] > 0 and before["cpu"] > 0 and before["data"] > 0:
+            data_ratio = r["data"] / before["data"]
+            r["growth"] = (r["wall"] / before["wall"]) / data_ratio
+            r["growth_cpu"] = (r["cpu"] / before["cpu"]) / data_ratio
             r["vs"] = before["shape"]
         previous[r["step"]] = r
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| step | shape | wall s | peak RSS GB | data | growth | load | note |",
-             "|---|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| step | shape | wall s | CPU s | peak RSS GB | data | growth | growth (CPU) | load | note |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     order = {s: i for i, s in enumerate(dict.fromkeys(r["step"] for r in results))}
     for r in sorted(results, key=lambda r: (order[r["step"]], SHAPES.index(r["shape"]))):
-        g = "" if math.isnan(r["growth"]) else f"{r['growth']:.2f}"
-        lines.append(f"| {r['step']} | {r['shape']} | {r['wall']:.1f} | {r['rss']:.2f} | {r['data']:,.0f} "
-                     f"{r['unit']} | {g} | {r['load']:.1f} | {r['note']} |")
+        g, gc = ("" if math.isnan(r[key]) else f"{r[key]:.2f}" for key in ("growth", "growth_cpu"))
+        lines.append(f"| {r['step']} | {r['shape']} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['rss']:.2f} | "
+                     f"{r['data']:,.0f} {r['unit']} | {g} | {gc} | {r['load']:.1f} | {r['note']} |")
     return "\n".join(lines)
 
 
