@@ -60,6 +60,7 @@ FEATURE_DIMS = {"text": 384, "poster": 1280, "thumbnail": 1280}
 LIGHTGCN_BATCHES = (2048, 65536)
 QUERIES = 10_000
 TOP_K = 20
+MIN_STEPS, MAX_STEPS = 2, 20  # sampled training steps timed per measurement (after a warm-up step)
 GB = 1e9
 
 # GPU estimate assumptions (no GPU on this machine; stated with every estimate). Effective
@@ -210,8 +211,10 @@ def duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _lightgcn_steps(model, rng: np.random.Generator, batch: int, steps: int) -> tuple[Span, list[float], list[float]]:
-    """Times ``steps`` sampled LightGCN steps after an untimed warm-up: (total, step seconds, host seconds).
+def _lightgcn_steps(model, rng: np.random.Generator, batch: int, budget: float,
+                    warm_up: bool) -> tuple[Span, list[float]]:
+    """Times sampled LightGCN steps (after an untimed one if ``warm_up``), at least ``MIN_STEPS`` and then until
+    ``budget`` seconds or ``MAX_STEPS``: (mean step, host seconds per step).
 
     A step is ``LightGCN.train_epoch``'s loop body: a batch of training positives, their uniform
     negatives, ``graph_ops.bpr_step``. The host part is what stays on the CPU when the tensors live
@@ -222,10 +225,8 @@ def _lightgcn_steps(model, rng: np.random.Generator, batch: int, steps: int) -> 
 
     cfg, n_nodes = model.config, model._embeddings.shape[0]
     step_s, host_s = [], []
-    cpu = 0.0
-    for i in range(steps + 1):
-        if i == 1:
-            cpu = time.process_time()
+    cpu = time.process_time()
+    while len(step_s) < MIN_STEPS or (sum(step_s) < budget and len(step_s) < MAX_STEPS):
         start = time.perf_counter()
         chosen = rng.integers(0, model._pos_users.size, size=batch)  # a slice of the epoch's shuffled order
         users, positives = model._pos_users[chosen], model._pos_items[chosen]
@@ -237,10 +238,13 @@ def _lightgcn_steps(model, rng: np.random.Generator, batch: int, steps: int) -> 
         np.bincount(np.concatenate([users, positives + model._n_users, negatives + model._n_users]),
                     minlength=n_nodes)
         counted = time.perf_counter() - done
-        if i:  # the first step allocates Adam's state
-            step_s.append(done - start)
-            host_s.append(sampled - start + counted)
-    return Span(sum(step_s), time.process_time() - cpu), step_s, host_s
+        if warm_up:  # the first step allocates Adam's state: not timed
+            warm_up, cpu = False, time.process_time()
+            continue
+        step_s.append(done - start)
+        host_s.append(sampled - start + counted)
+    cpu = time.process_time() - cpu  # includes the host part's second bincount; small
+    return Span(float(np.mean(step_s)), cpu / len(step_s)), host_s
 
 
 def gpu_lightgcn_step(step: float, host: float, spmm: float, nnz: int, dim: int, layers: int) -> float:
@@ -270,15 +274,15 @@ def step_lightgcn(ctx: Context) -> list[dict]:
     rows = [row("lightgcn-setup", setup, nnz, "graph nnz",
                 f"{n_nodes:,} nodes, {nnz:,} non-zeros in A-hat; one sparse product (N x N @ N x {dim}) {spmm:.3f} s")]
     rng = np.random.default_rng(0)
-    for batch, steps in zip(LIGHTGCN_BATCHES, (2, 2) if ctx.quick else (10, 5)):
-        span, step_s, host_s = _lightgcn_steps(model, rng, batch, steps)
-        step, host = float(np.mean(step_s)), float(np.mean(host_s))
+    for i, batch in enumerate(LIGHTGCN_BATCHES):
+        span, host_s = _lightgcn_steps(model, rng, batch, 5.0 if ctx.quick else 20.0, warm_up=i == 0)
+        host = float(np.mean(host_s))
         per_epoch = math.ceil(positives / batch)
-        gpu = gpu_lightgcn_step(step, host, spmm, nnz, dim, layers)
-        note = (f"{steps} steps, {step:.2f} s each ({2 * layers} products {2 * layers * spmm:.2f} s, host "
-                f"{host:.3f} s); epoch = {per_epoch:,} steps: CPU {duration(per_epoch * step)}, "
+        gpu = gpu_lightgcn_step(span.wall, host, spmm, nnz, dim, layers)
+        note = (f"per step, mean of {len(host_s)} ({2 * layers} products {2 * layers * spmm:.2f} s, host "
+                f"{host:.3f} s); epoch = {per_epoch:,} steps: CPU {duration(per_epoch * span.wall)}, "
                 f"GPU est. {duration(per_epoch * gpu)} ({gpu * 1e3:.0f} ms/step)")
-        rows.append(row(f"lightgcn-steps-b{batch}", span, nnz, "graph nnz", note))
+        rows.append(row(f"lightgcn-step-b{batch}", span, nnz, "graph nnz", note))
     return rows
 
 
@@ -307,12 +311,11 @@ def step_fused(ctx: Context) -> list[dict]:
     _, span = timed(trainer.run_epoch)
     sampler = model._sampler
     host = timed(lambda: list(sampler.batches(np.random.default_rng(1), steps)))[1].wall
-    per_epoch, step = sampler.steps_per_epoch(), span.wall / steps
+    per_epoch, step = sampler.steps_per_epoch(), Span(span.wall / steps, span.cpu / steps)
     gpu = host / steps + GPU_FUSED_STEP_OVERHEAD
-    note = (f"{steps} steps x {sampler.batch_size} pairs, {step:.2f} s each (host sampling {host / steps * 1e3:.1f} "
-            f"ms); setup {setup.wall:.0f} s; epoch = {per_epoch:,} steps: CPU {duration(per_epoch * step)}, "
-            f"GPU est. {duration(per_epoch * gpu)}")
-    rows = [row("fused-steps", span, steps * sampler.batch_size, "pairs", note)]
+    note = (f"per step, mean of {steps} (host sampling {host / steps * 1e3:.1f} ms); setup {setup.wall:.0f} s; "
+            f"epoch = {per_epoch:,} steps: CPU {duration(per_epoch * step.wall)}, GPU est. {duration(per_epoch * gpu)}")
+    rows = [row("fused-step", step, sampler.batch_size, "pairs", note)]
     _, encode = timed(model.item_embeddings)
     rows.append(row("fused-encode-items", encode, data.n_items, "items", "every catalogue item through the fusion"))
     return rows
@@ -356,7 +359,7 @@ STEPS: dict[str, Callable[[Context], list[dict]]] = {
 # Steps whose work is linear in their data column (the growth target applies to them).
 # IVF is left out: its k-means grows with catalogue x nlist, and nlist with sqrt(catalogue).
 LINEAR = ("prepare", "split-loo", "split-random", "eval-popularity", f"eval-embedding-{EMBED_DIM}d", "bpr-10it",
-          "bpr-2it", *(f"lightgcn-steps-b{b}" for b in LIGHTGCN_BATCHES), "fused-steps", "fused-encode-items",
+          "bpr-2it", *(f"lightgcn-step-b{b}" for b in LIGHTGCN_BATCHES), "fused-step", "fused-encode-items",
           "faiss-flat-build", "faiss-flat-query")
 
 
