@@ -105,6 +105,16 @@ def timed(fn: Callable, *args: object) -> tuple[object, Span]:
     return out, Span(time.perf_counter() - start, time.process_time() - cpu)
 
 
+def timed_repeat(fn: Callable, *args: object, least: float = 1.0, most: int = 50) -> tuple[object, Span]:
+    """Mean ``Span`` of ``fn(*args)`` over as many calls as take ``least`` seconds (at most ``most``):
+    steps of milliseconds are otherwise timer noise in a growth ratio."""
+    out, spans = None, []
+    while not spans or (sum(s.wall for s in spans) < least and len(spans) < most):
+        out, span = timed(fn, *args)
+        spans.append(span)
+    return out, Span(float(np.mean([s.wall for s in spans])), float(np.mean([s.cpu for s in spans])))
+
+
 def load_loo(ctx: Context):
     from armor.data.splits import load_split_data
 
@@ -333,8 +343,8 @@ def step_faiss(ctx: Context) -> list[dict]:
     queries = l2_normalize(np.asarray(history @ emb) / np.maximum(history.getnnz(axis=1), 1)[:, None])
     rows, found = [], {}
     for kind in ("flat", "ivf"):
-        index, build = timed(ItemIndex, data.item_ids, emb, kind)
-        (ids, _), query = timed(index.search, queries, TOP_K)
+        index, build = timed_repeat(ItemIndex, data.item_ids, emb, kind)
+        (ids, _), query = timed_repeat(index.search, queries, TOP_K)
         found[kind] = ids
         extra = "" if kind == "flat" else f"nlist {index.nlist}, nprobe {index.nprobe}; "
         rows.append(row(f"faiss-{kind}-build", build, data.n_items, "items", f"{extra}{EMBED_DIM}-d vectors"))
@@ -438,12 +448,19 @@ def growth(results: list[dict]) -> None:
     for r in results:
         before = previous.get(r["step"])
         r["growth"] = r["growth_cpu"] = math.nan
-        if before is not None and before["wall"] > 0 and before["cpu"] > 0 and before["data"] > 0:
+        if before is not None and before["data"] > 0:
             data_ratio = r["data"] / before["data"]
-            r["growth"] = (r["wall"] / before["wall"]) / data_ratio
-            r["growth_cpu"] = (r["cpu"] / before["cpu"]) / data_ratio
+            for key, value in (("growth", "wall"), ("growth_cpu", "cpu")):
+                if before[value] > 0:  # NaN (not measured) compares False
+                    r[key] = (r[value] / before[value]) / data_ratio
             r["vs"] = before["shape"]
         previous[r["step"]] = r
+
+
+def seconds(value: float) -> str:
+    if math.isnan(value):
+        return ""
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
 def table(results: list[dict]) -> str:
@@ -452,7 +469,7 @@ def table(results: list[dict]) -> str:
     order = {s: i for i, s in enumerate(dict.fromkeys(r["step"] for r in results))}
     for r in sorted(results, key=lambda r: (order[r["step"]], SHAPES.index(r["shape"]))):
         g, gc = ("" if math.isnan(r[key]) else f"{r[key]:.2f}" for key in ("growth", "growth_cpu"))
-        lines.append(f"| {r['step']} | {r['shape']} | {r['wall']:.1f} | {r['cpu']:.1f} | {r['rss']:.2f} | "
+        lines.append(f"| {r['step']} | {r['shape']} | {seconds(r['wall'])} | {seconds(r['cpu'])} | {r['rss']:.2f} | "
                      f"{r['data']:,.0f} {r['unit']} | {g} | {gc} | {r['load']:.1f} | {r['note']} |")
     return "\n".join(lines)
 
@@ -528,6 +545,9 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown shape or step {unknown[0]!r}")
     args.shapes.sort(key=SHAPES.index)
+    # Every step reads the workspace: prepare it, and split it for the steps that need the split.
+    wanted = set(args.steps) | {"prepare"} | ({"split-loo"} if set(args.steps) - {"prepare", "split-random"} else set())
+    args.steps = [s for s in STEPS if s in wanted]
     parent(args)
 
 
