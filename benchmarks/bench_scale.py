@@ -25,8 +25,10 @@ the rest of its dense work at an assumed speed-up (constants below, printed with
 
 Targets on this machine (2 cores, shared): every step completes at ML-32M with peak RSS <= 12 GB;
 linear steps grow no faster than the data (growth <= 1.2); full-ranking evaluation of all ML-32M
-users with a 128-d embedding model in <= 5 minutes. Not part of ``make test``; ~30-40 minutes for
-all three shapes once the files are cached. ``--shapes ml-1m --quick`` is a one-minute check.
+users with a 128-d embedding model in <= 5 minutes. Not part of ``make test`` (``make bench-scale``):
+11-13 minutes here for all three shapes once the files are cached; generating them the first time
+took 4 min (ML-10M) and 27 min (ML-32M) at load average 8-12. ``--shapes ml-1m --quick`` is a
+one-minute check.
 """
 
 from __future__ import annotations
