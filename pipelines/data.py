@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth = sub.add_parser("synth", help="write a synthetic MovieLens-format world (ml-1m files + content)",
                            description="Generate a seeded synthetic world whose latent genres drive both "
                            "ratings and content, in the ml-1m file format plus content.parquet.")
-    synth.add_argument("--size", default="tiny", help="preset: tiny, small, ml-100k, ml-1m, ml-32m")
+    synth.add_argument("--size", default="tiny", help="preset: tiny, small, ml-100k, ml-1m, ml-10m, ml-32m")
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", required=True, type=Path, help="directory to write the ml-1m files into")
     synth.add_argument("--no-content", action="store_true", help="skip overviews and images")

@@ -21,7 +21,7 @@ log = logging.getLogger("armor.tmdb_fixture")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalogue", required=True, metavar="synthetic:SIZE|WORKSPACE_DIR",
-                        help="synthetic:tiny|small|ml-100k|ml-1m|ml-32m, or a workspace holding movies.parquet")
+                        help="synthetic:tiny|small|ml-100k|ml-1m|ml-10m|ml-32m, or a workspace holding movies.parquet")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8089, help="port (default 8089; 0 picks a free one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic world and stand-in content")

@@ -62,10 +62,32 @@ def select_catalogue(movie_ids: np.ndarray, name: CatalogueName, policy: str = "
     return Catalogue(f"multimodal/{policy}", movie_ids[keep], {k: v for k, v in excluded.items() if v})
 
 
+def small_ids(values: np.ndarray) -> bool:
+    """True for non-negative integer ids whose maximum is small enough for a table indexed by id
+    (MovieLens user and movie ids: at most a few hundred thousand)."""
+    return (np.issubdtype(values.dtype, np.integer) and values.size > 0 and int(values.min()) >= 0
+            and int(values.max()) < max(1 << 22, 4 * values.size))
+
+
+def n_distinct(values: np.ndarray) -> int:
+    """How many distinct values ``values`` holds.
+
+    Small integer ids are marked in a table indexed by id, one linear pass whose table stays in
+    cache; np.unique's hash table or sort grew 7x per row from the ML-10M to the ML-32M shape in
+    the split's funnel (benchmarks/bench_scale.py). Anything else goes through np.unique.
+    """
+    values = np.asarray(values)
+    if not small_ids(values):
+        return int(np.unique(values).size)
+    seen = np.zeros(int(values.max()) + 1, dtype=bool)
+    seen[values] = True
+    return int(np.count_nonzero(seen))
+
+
 def funnel_step(step: str, users: np.ndarray, movies: np.ndarray, positives: int, **dropped: Any) -> dict[str, Any]:
     """One funnel row: distinct users and movies, positives, and what the step dropped and why."""
-    return {"step": step, "users": int(np.unique(users).size), "movies": int(np.unique(movies).size),
-            "positives": int(positives), **dropped}
+    return {"step": step, "users": n_distinct(users), "movies": n_distinct(movies), "positives": int(positives),
+            **dropped}
 
 
 def funnel_markdown(funnel: list[dict[str, Any]]) -> str:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import scipy.sparse as sp
 
 from armor.config import SplitConfig, from_dict
-from armor.data.catalogue import Catalogue, funnel_step
+from armor.data.catalogue import Catalogue, funnel_step, n_distinct, small_ids
 from armor.data.schema import INTERACTIONS_SCHEMA, SPLIT_NAMES
 from armor.errors import DataError
 from armor.io import atomic_path
@@ -90,19 +90,24 @@ def _enough_positives(positives: pa.Table, config: SplitConfig, cold: np.ndarray
                       funnel: list[dict[str, Any]]) -> pa.Table:
     """Positives of users with at least ``min_user_positives`` in the catalogue (warm ones, for ``cold``)."""
     users = positives["user_id"].to_numpy()
-    counted = ~np.isin(positives["movie_id"].to_numpy(), cold)
-    unique_users, counts = np.unique(users[counted], return_counts=True)
-    kept_users = unique_users[counts >= config.min_user_positives]
-    keep = np.isin(users, kept_users)
-    log.info("split: %d of %d users have >= %d positives in the catalogue", kept_users.size,
-             np.unique(users).size, config.min_user_positives)
+    counted = ~np.isin(positives["movie_id"].to_numpy(), cold) if cold.size else np.ones(users.size, bool)
+    if small_ids(users):  # per-id tables: linear, where unique / isin sort or hash (see n_distinct)
+        enough = np.bincount(users[counted], minlength=int(users.max()) + 1) >= config.min_user_positives
+        n_kept, keep = int(np.count_nonzero(enough)), enough[users]
+    else:
+        unique_users, counts = np.unique(users[counted], return_counts=True)
+        kept_users = unique_users[counts >= config.min_user_positives]
+        n_kept, keep = kept_users.size, np.isin(users, kept_users)
+    n_users = n_distinct(users)
+    log.info("split: %d of %d users have >= %d positives in the catalogue", n_kept, n_users,
+             config.min_user_positives)
     if not keep.any():
         raise DataError(f"no user has {config.min_user_positives} or more ratings >= {config.positive_threshold} "
                         "on catalogue movies; lower split.min_user_positives or check the ratings and catalogue")
     kept = positives.filter(pa.array(keep))
     funnel.append(funnel_step(f"users with >= {config.min_user_positives} positives in the catalogue",
                               kept["user_id"].to_numpy(), kept["movie_id"].to_numpy(), kept.num_rows,
-                              users_with_fewer=int(np.unique(users).size - kept_users.size),
+                              users_with_fewer=n_users - n_kept,
                               their_positives=int((~keep).sum())))
     return kept
 
@@ -126,18 +131,38 @@ def _split_cold(positives: pa.Table, cold: np.ndarray, config: SplitConfig) -> d
     return {**warm, "test": test.cast(INTERACTIONS_SCHEMA)}
 
 
+def _user_major_order(users: np.ndarray, *keys: np.ndarray) -> np.ndarray:
+    """``np.lexsort((*reversed(keys), users))``: rows by user, then by each key in turn, ties in row order.
+
+    The same permutation, faster: for small non-negative user ids the user and the first key are
+    packed into one int64 (user above 40 bits of ``key - key.min()``) when it fits, which saves a
+    sort pass; with no key left a stable argsort does it (timsort also profits from rows that
+    arrive grouped by user, as MovieLens files do): 4.4 s -> 0.8 s for (user, movie) and
+    7.7 s -> 4.4 s for (user, time, movie) on the 18.8M positives of the ML-32M shape.
+    """
+    first = keys[0]
+    span = int(first.max()) - int(first.min()) if first.size else 0
+    if not (small_ids(users) and np.issubdtype(first.dtype, np.integer) and span < 1 << 40
+            and int(users.max()) < 1 << 22):
+        return np.lexsort((*reversed(keys), users))
+    packed = (users.astype(np.int64) << 40) | (first.astype(np.int64) - int(first.min()))
+    if len(keys) == 1:
+        return np.argsort(packed, kind="stable")
+    return np.lexsort((*reversed(keys[1:]), packed))
+
+
 def _split_per_user(positives: pa.Table, config: SplitConfig, with_test: bool = True) -> dict[str, pa.Table]:
     users = positives["user_id"].to_numpy()
     movies = positives["movie_id"].to_numpy()
     times = positives["timestamp"].to_numpy()
     if config.method in ("random", "cold"):
         # Random keys are drawn in (user, movie) order so the split ignores the input row order.
-        canonical = np.lexsort((movies, users))
+        canonical = _user_major_order(users, movies)
         keys = np.empty(users.size)
         keys[canonical] = np.random.default_rng(config.seed).random(users.size)
         order = np.lexsort((keys, users))
     else:
-        order = np.lexsort((movies, times, users))
+        order = _user_major_order(users, times, movies)
 
     sorted_users = users[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_users)) + 1]

@@ -70,11 +70,17 @@ def top_k(scores: np.ndarray, k: int, ties: TieOrder | None = None) -> tuple[np.
     k = min(k, n_items)
     # torch.topk is several times faster than np.partition on CPU, but which of several items
     # tied at the k-th value it keeps is unspecified. Keep its answer only for rows where no
-    # item outside the selection ties with the k-th value; redo the others exactly.
-    values, indices = torch.topk(torch.from_numpy(scores), k, dim=1, sorted=True)
+    # item outside the selection ties with the k-th value; redo the others exactly. Such an item
+    # exists iff the (k+1)-th largest value equals the k-th, so one more value from topk answers
+    # it without another pass over the (B, I) block (~30 % of top_k at the ML-32M shape).
+    extra = int(k < n_items)
+    values, indices = torch.topk(torch.from_numpy(scores), k + extra, dim=1, sorted=True)
     values, indices = values.numpy(), indices.numpy()
-    kth = values[:, -1:]
-    straddles = np.count_nonzero(scores == kth, axis=1) > np.count_nonzero(values == kth, axis=1)
+    if extra:
+        straddles = values[:, k] == values[:, k - 1]
+        indices = np.ascontiguousarray(indices[:, :k])
+    else:
+        straddles = np.zeros(n_rows, dtype=bool)
     if straddles.any():
         rows = np.flatnonzero(straddles)
         keys = None if ties is None else ties.keys(rows)

@@ -175,7 +175,10 @@ class LikedItems:
     Up to ``dense_limit`` cells the training matrix is held as a dense bool table and a grid is
     one gather. Beyond it (large catalogues) pairs are encoded as sorted int64 keys
     ``user * n_items + item`` and looked up with one vectorised searchsorted; no Python loop
-    either way.
+    either way. A grid (``users`` (N, 1) x ``items`` (1, C)) is answered from the users' CSR rows
+    instead when they are short next to the grid: O(their liked items + N C) rather than N C
+    binary searches over every training positive, whose cache misses made a fused-model step
+    1.5x slower at the ML-32M shape than at ML-10M (benchmarks/bench_scale.py).
     """
 
     def __init__(self, train: sp.csr_matrix, dense_limit: int = 1 << 26):
@@ -190,6 +193,8 @@ class LikedItems:
             rows = np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(train.indptr))
             keys = rows * self.n_items + train.indices.astype(np.int64)  # sorted: row-major, sorted columns
             self.keys = torch.from_numpy(keys)
+            self.indptr = torch.from_numpy(train.indptr.astype(np.int64))  # (U + 1,)
+            self.indices = torch.from_numpy(train.indices.astype(np.int64))  # (nnz,) the keys' items
 
     def contains(self, users: Tensor, items: Tensor) -> Tensor:
         """Bool tensor of the broadcast shape of ``users`` and ``items``."""
@@ -201,8 +206,34 @@ class LikedItems:
         keys = self.keys = self.keys.to(query.device)
         if keys.numel() == 0:
             return torch.zeros_like(query, dtype=torch.bool)
+        if users.dim() == 2 and items.dim() == 2 and users.shape[1] == 1 and items.shape[0] == 1:
+            grid = self._grid(users[:, 0].to(torch.int64), items[0].to(torch.int64))
+            if grid is not None:
+                return grid
         pos = torch.searchsorted(keys, query.contiguous()).clamp_(max=keys.numel() - 1)
         return keys[pos] == query
+
+    def _grid(self, users: Tensor, items: Tensor) -> Tensor | None:
+        """(N, C) membership of ``items`` (C,) in the rows of ``users`` (N,); None when their rows
+        hold more than 4 N C positives (the binary searches are then cheaper)."""
+        device = users.device
+        self.indptr, self.indices = self.indptr.to(device), self.indices.to(device)  # moved once
+        starts = self.indptr[users]  # (N,)
+        lengths = self.indptr[users + 1] - starts  # (N,)
+        total = int(lengths.sum())
+        if total > 4 * users.numel() * items.numel():
+            return None
+        distinct, inverse = torch.unique(items, return_inverse=True)  # (D,), (C,)
+        column = torch.full((self.n_items,), -1, dtype=torch.int64, device=device)  # item -> distinct column
+        column[distinct] = torch.arange(distinct.numel(), device=device)
+        row = torch.repeat_interleave(torch.arange(users.numel(), device=device), lengths)  # (L,)
+        offset = torch.arange(total, device=device) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths,
+                                                                              lengths)  # (L,)
+        col = column[self.indices[starts[row] + offset]]  # (L,) distinct column of each liked item, or -1
+        hit = col >= 0
+        marked = torch.zeros(users.numel(), distinct.numel(), dtype=torch.bool, device=device)  # (N, D)
+        marked[row[hit], col[hit]] = True
+        return marked[:, inverse]  # (N, C)
 
     def negative_mask(self, users: Tensor, anchors: Tensor, candidates: Tensor) -> Tensor:
         """(N, C) True where candidate c may be a negative for the pair (users[n], anchors[n])."""

@@ -44,6 +44,25 @@ def test_top_k_matches_full_stable_sort_on_random_ties():
     np.testing.assert_array_equal(idx, expected)
 
 
+
+@pytest.mark.parametrize("k", [1, 5, 29, 30, 31, 50])
+def test_top_k_with_tie_order_matches_a_full_sort(k):
+    """Ties at, above and below the k-th value, excluded items, k near and past the catalogue size:
+    the fast path (torch.topk, the (k+1)-th value deciding which rows are redone exactly) must
+    equal a full sort by (score desc, tie key asc)."""
+    rng = np.random.default_rng(k)
+    n_rows, n_items = 200, 31
+    scores = rng.integers(0, 4, size=(n_rows, n_items)).astype(np.float32)  # ties everywhere
+    scores[:40] = rng.standard_normal((40, n_items))  # rows without ties
+    scores[rng.random((n_rows, n_items)) < 0.2] = -INF  # excluded items
+    scores[-5:] = -INF  # rows with nothing to recommend
+    ties = M.TieOrder(7, np.arange(n_rows) + 1000, np.arange(n_items) * 3 + 1)
+    idx, valid = M.top_k(scores, k, ties)
+    keys = ties.keys(np.arange(n_rows))
+    expected = np.array([np.lexsort((keys[r], -scores[r]))[: min(k, n_items)] for r in range(n_rows)])
+    np.testing.assert_array_equal(idx, expected)
+    np.testing.assert_array_equal(valid, np.isfinite(np.take_along_axis(scores, expected, axis=1)))
+
 def test_ranking_metrics_hand_computed():
     # user 0: relevant {2, 4}, ranking 4, 0, 2, 1, 3 -> hits at ranks 1 and 3
     # user 1: relevant {0},    ranking 1, 2, 3, 0, 4 -> hit at rank 4

@@ -195,3 +195,31 @@ def test_the_cold_split_holds_movies_out_of_train_and_valid_entirely():
     expected = {(u, m) for u, m in pairs(positives) if m in cold and u in kept_users}
     assert pairs(made.tables["test"]) == expected
     assert make_split(data, config).cold_items.tolist() == made.cold_items.tolist()  # seeded
+
+
+def test_user_major_order_is_lexsort():
+    """The packed-key sort the splits use is np.lexsort's permutation, ties in row order included,
+    and falls back to lexsort where the keys do not pack (negative ids, time spans over 2^40)."""
+    from armor.data.splits import _user_major_order
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n = int(rng.integers(1, 400))
+        users = rng.integers(0, int(rng.integers(1, 30)), n).astype(rng.choice([np.int32, np.int64]))
+        times = rng.integers(-5, int(rng.integers(1, 12)), n).astype(np.int64)  # many ties
+        movies = rng.integers(0, 8, n).astype(np.int32)
+        np.testing.assert_array_equal(_user_major_order(users, times, movies), np.lexsort((movies, times, users)))
+        np.testing.assert_array_equal(_user_major_order(users, movies), np.lexsort((movies, users)))
+        wide = times * (1 << 41)
+        np.testing.assert_array_equal(_user_major_order(users, wide, movies), np.lexsort((movies, wide, users)))
+        negative = users - 3
+        np.testing.assert_array_equal(_user_major_order(negative, movies), np.lexsort((movies, negative)))
+
+
+def test_n_distinct_matches_unique():
+    from armor.data.catalogue import n_distinct
+
+    rng = np.random.default_rng(1)
+    for values in (rng.integers(0, 50, 1000), rng.integers(0, 50, 1000).astype(np.int32), np.array([], np.int64),
+                   rng.integers(-5, 5, 100), np.array([0, 1 << 40, 7]), rng.random(100).round(1)):
+        assert n_distinct(values) == np.unique(values).size

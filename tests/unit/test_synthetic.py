@@ -55,6 +55,7 @@ def test_presets_have_the_movielens_sizes() -> None:
     expected = {
         "ml-100k": (943, 1_682, 100_000),
         "ml-1m": (6_040, 3_706, 1_000_209),
+        "ml-10m": (69_878, 10_677, 10_000_054),
         "ml-32m": (200_948, 87_585, 32_000_204),
     }
     for name, sizes in expected.items():

@@ -107,6 +107,23 @@ def test_liked_items_dense_and_sorted_keys_agree():
     assert torch.equal(keyed.contains(users, items), expected)
 
 
+def test_liked_items_grid_from_csr_rows_agrees_with_the_dense_table():
+    """Grids (N, 1) x (1, C) with repeated users and items, empty rows, and grids too small for the
+    CSR path (its rows exceed 4 N C positives, so the binary searches answer)."""
+    train = random_train(n_users=40, n_items=60, density=0.2, seed=5)
+    train = sp.vstack([train, sp.csr_matrix((2, 60), dtype=np.float32)]).tocsr()  # two users with no positives
+    dense, keyed = LikedItems(train), LikedItems(train, dense_limit=0)
+    rng = np.random.default_rng(0)
+    for n, c in [(1, 1), (7, 3), (42, 60), (30, 90), (5, 1)]:
+        users = torch.from_numpy(rng.integers(0, 42, n))[:, None]
+        items = torch.from_numpy(rng.integers(0, 60, c))[None, :]
+        assert torch.equal(keyed.contains(users, items), dense.contains(users, items))
+    rows = train[np.arange(42)]
+    big = keyed._grid(torch.arange(42), torch.arange(60))
+    assert big is not None and torch.equal(big, torch.from_numpy(rows.toarray() != 0))
+    assert keyed._grid(torch.arange(42), torch.tensor([3])) is None  # too many positives for 42 x 1 cells
+
+
 def test_negative_mask_excludes_liked_items_and_the_anchor():
     train = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [0, 0, 1, 1, 0]], dtype=np.float32))
     liked = LikedItems(train)

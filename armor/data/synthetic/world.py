@@ -190,6 +190,8 @@ SIZES: Mapping[str, SyntheticConfig] = MappingProxyType({
     "ml-100k": SyntheticConfig(943, 1_682, 100_000, rating_years=(1997, 1998),
                                movie_years=(1922, 1998)),
     "ml-1m": SyntheticConfig(6_040, 3_706, 1_000_209),
+    "ml-10m": SyntheticConfig(69_878, 10_677, 10_000_054, rating_years=(1995, 2009),
+                              movie_years=(1915, 2008)),
     "ml-32m": SyntheticConfig(200_948, 87_585, 32_000_204, max_user_fraction=0.4,
                               rating_years=(1995, 2023), movie_years=(1874, 2023)),
 })
