@@ -46,7 +46,7 @@ from armor.tracking import (
     version_metric,
     with_retries,
 )
-from pipelines.train import write_outputs
+from armor.workspace import write_model
 
 ROOT = Path(__file__).resolve().parents[2]
 EPOCHS = 50
@@ -142,11 +142,11 @@ class FixedEmbeddings(EmbeddingRecommender):
 
 
 def trained_model_dir(directory: Path, seed: int, ndcg: float) -> Path:
-    """A model dir exactly as `armor train` writes it (pipelines.train.write_outputs)."""
+    """A model dir exactly as `armor train` writes it (armor.workspace.write_model)."""
     rng = np.random.default_rng(seed)
     movie_ids = np.arange(1, 301) * 7  # not 0..n-1: ids and catalogue positions differ
     summary = {"name": directory.name, "valid": {"ndcg@10": ndcg, "recall@10": ndcg * 1.5}, "history": []}
-    write_outputs(FixedEmbeddings(rng.standard_normal((300, 16)).astype(np.float32)), movie_ids, summary, directory)
+    write_model(FixedEmbeddings(rng.standard_normal((300, 16)).astype(np.float32)), movie_ids, summary, directory)
     return directory
 
 

@@ -186,7 +186,7 @@ def test_only_embedding_and_hybrid_models_expose_embeddings(name, fitted, bench)
         assert items.ndim == 2 and items.shape[0] == bench.data.n_items and items.shape[1] >= 1
         assert items.dtype == np.float32 and np.isfinite(items).all()
     else:
-        # write_outputs keys item_embeddings.parquet on this being None.
+        # write_model keys item_embeddings.parquet on this being None.
         assert model.item_embeddings() is None
         assert model.user_embeddings(history_of(bench, USERS)) is None
 
