@@ -123,7 +123,7 @@ def test_concurrent_trials_on_one_sqlite_file(tmp_path):
 
 # ---------------------------------------------------------------------------- registry + pyfunc
 class FixedEmbeddings(EmbeddingRecommender):
-    kind = "test-tracking-fixed"
+    name = "test-tracking-fixed"
 
     def __init__(self, items=None):
         self.items = items

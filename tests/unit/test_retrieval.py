@@ -95,7 +95,7 @@ def test_more_asked_than_left_pads_with_minus_one():
 
 
 class FixedEmbeddings(EmbeddingRecommender):
-    kind = "test-fixed-embeddings"
+    name = "test-fixed-embeddings"
 
     def __init__(self, items):
         self.items = items
