@@ -45,20 +45,24 @@ class SplitConfig:
     item. "Latest" is defined by (timestamp, movie_id): MovieLens timestamps tie often and the
     tie-break must not depend on file order. ``cold``: a seeded ``cold_share`` of the catalogue's
     movies is held out entirely (none of their positives in train or valid); test is every kept
-    user's positives on them, ranked among the whole catalogue.
+    user's positives on them, ranked among the whole catalogue. A second, disjoint
+    ``cold_valid_share`` of movies is held out the same way and its positives are the validation
+    part, so early stopping and tuning select for the task the test measures (ranking movies
+    nobody rated), not for warm movies; train is every other positive.
     """
 
     method: SplitMethod = setting("random", "random or temporal 80/10/10 per user, leave-one-out, or cold "
                                             "(item cold start: held-out movies are the test)")
     ratios: tuple[float, float, float] = setting((0.8, 0.1, 0.1), "train, valid and test shares (random, temporal; "
-                                                                   "cold: train and valid in proportion)")
+                                                                   "unused by cold)")
     positive_threshold: float = setting(4.0, "ratings at or above it are positives")
     min_user_positives: int = setting(5, "users with fewer positives in the catalogue are left out")
     catalogue: Literal["all", "multimodal"] = setting("all", "the movies ranked: all of them, or those with "
                                                              "content features (under --missing-modality)")
     missing_modality: MissingModalityPolicy = setting("exclude", "multimodal catalogue: exclude movies lacking a "
                                                                  "modality (the paper) or impute it")
-    cold_share: float = setting(0.1, "cold: share of the catalogue's movies held out")
+    cold_share: float = setting(0.1, "cold: share of the catalogue's movies held out for test")
+    cold_valid_share: float = setting(0.05, "cold: share held out for validation (disjoint from the test's)")
     seed: int = setting(0, "seed of the random split and of the held-out movies")
 
     def __post_init__(self) -> None:
@@ -69,6 +73,8 @@ class SplitConfig:
         _check(self.missing_modality in ("exclude", "impute"), "split.missing_modality",
                f"must be exclude or impute, got {self.missing_modality!r}")
         _check(0.0 < self.cold_share < 0.5, "split.cold_share", f"must be in (0, 0.5), got {self.cold_share}")
+        _check(0.0 < self.cold_valid_share and self.cold_share + self.cold_valid_share < 0.5, "split.cold_valid_share",
+               f"must be positive with cold_share + cold_valid_share < 0.5, got {self.cold_valid_share}")
         _check(len(self.ratios) == 3 and all(r > 0 for r in self.ratios), "split.ratios",
                f"must be three positive numbers, got {self.ratios!r}")
         _check(abs(sum(self.ratios) - 1.0) < 1e-6, "split.ratios",

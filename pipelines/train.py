@@ -93,7 +93,8 @@ def build(job: TrainJob, bench: Benchmark, device: str = "cpu") -> Recommender:
     from armor.models.registry import build_model
 
     # Movies the split held out of the whole training log (the item cold start) are new to the model.
-    new_items = bench.data.item_index(bench.split.cold_items) if bench.split.cold_items.size else None
+    unrated = bench.split.unrated_items
+    new_items = bench.data.item_index(unrated) if unrated.size else None
     return build_model(job.model, job.settings, bench.features, bench.present, device=device, new_items=new_items)
 
 

@@ -50,6 +50,12 @@ class Split:
     catalogue: np.ndarray  # sorted movie ids every model of this split ranks
     funnel: list[dict[str, Any]]
     cold_items: np.ndarray  # sorted movie ids whose positives are all in test; empty unless method "cold"
+    cold_valid_items: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # ... in valid
+
+    @property
+    def unrated_items(self) -> np.ndarray:
+        """Movies with no training positive by construction (both held-out sets of ``cold``)."""
+        return np.union1d(self.cold_items, self.cold_valid_items)
 
 
 def make_split(interactions: pa.Table, config: SplitConfig, catalogue: Catalogue | None = None) -> Split:
@@ -69,15 +75,16 @@ def make_split(interactions: pa.Table, config: SplitConfig, catalogue: Catalogue
                               positives["user_id"].to_numpy(), positives["movie_id"].to_numpy(), positives.num_rows,
                               positives_on_movies_outside=int((~inside).sum()),
                               **{f"movies_{k.replace(' ', '_')}": v for k, v in catalogue.excluded.items()}))
-    cold = np.zeros(0, np.int64)
+    cold = cold_valid = np.zeros(0, np.int64)
     if config.method == "cold":
-        cold = _cold_items(positives, catalogue.movie_ids, config)
-    positives = _enough_positives(positives, config, cold, funnel)
-    tables = _split_cold(positives, cold, config) if config.method == "cold" else _split_per_user(positives, config)
+        cold, cold_valid = _cold_items(positives, catalogue.movie_ids, config)
+    positives = _enough_positives(positives, config, np.union1d(cold, cold_valid), funnel)
+    tables = (_split_cold(positives, cold, cold_valid) if config.method == "cold"
+              else _split_per_user(positives, config))
     for name in SPLIT_NAMES:
         funnel.append(funnel_step(f"{name}", tables[name]["user_id"].to_numpy(), tables[name]["movie_id"].to_numpy(),
                                   tables[name].num_rows))
-    return Split(tables, config, catalogue.movie_ids, funnel, cold)
+    return Split(tables, config, catalogue.movie_ids, funnel, cold, cold_valid)
 
 
 def split_interactions(interactions: pa.Table, config: SplitConfig,
@@ -112,23 +119,32 @@ def _enough_positives(positives: pa.Table, config: SplitConfig, cold: np.ndarray
     return kept
 
 
-def _cold_items(positives: pa.Table, catalogue: np.ndarray, config: SplitConfig) -> np.ndarray:
-    """A seeded ``cold_share`` of the catalogue, drawn among movies that have a positive (sorted ids)."""
+def _cold_items(positives: pa.Table, catalogue: np.ndarray, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded ``cold_share`` (test) and ``cold_valid_share`` (validation) of the catalogue, disjoint,
+    drawn among movies that have a positive (sorted ids). The test draw does not depend on the
+    validation share."""
     liked = np.intersect1d(np.unique(positives["movie_id"].to_numpy()), catalogue)
-    n = int(round(config.cold_share * catalogue.size))
-    if not 0 < n < liked.size:
-        raise DataError(f"cold split: {n} held-out movies out of {liked.size} with positives; adjust split.cold_share")
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xC01D]))
-    return np.sort(rng.choice(liked, size=n, replace=False))
+    n_test = int(round(config.cold_share * catalogue.size))
+    n_valid = max(1, int(round(config.cold_valid_share * catalogue.size)))
+    if not 0 < n_test or n_test + n_valid >= liked.size:
+        raise DataError(f"cold split: {n_test} test and {n_valid} validation movies held out of {liked.size} with "
+                        "positives; adjust split.cold_share and split.cold_valid_share")
+    test = np.sort(np.random.default_rng(np.random.SeedSequence([config.seed, 0xC01D])).choice(liked, n_test,
+                                                                                              replace=False))
+    rest = np.setdiff1d(liked, test)
+    valid = np.random.default_rng(np.random.SeedSequence([config.seed, 0xC01D, 1])).choice(rest, n_valid, replace=False)
+    return test, np.sort(valid)
 
 
-def _split_cold(positives: pa.Table, cold: np.ndarray, config: SplitConfig) -> dict[str, pa.Table]:
-    """Every positive on a held-out movie is test; the rest split per user at random into train and
-    valid in the proportion of the config's train and valid shares."""
-    is_cold = np.isin(positives["movie_id"].to_numpy(), cold)
-    warm = _split_per_user(positives.filter(pa.array(~is_cold)), config, with_test=False)
-    test = positives.filter(pa.array(is_cold)).sort_by([("user_id", "ascending"), ("movie_id", "ascending")])
-    return {**warm, "test": test.cast(INTERACTIONS_SCHEMA)}
+def _split_cold(positives: pa.Table, cold: np.ndarray, cold_valid: np.ndarray) -> dict[str, pa.Table]:
+    """Every positive on a held-out test movie is test, every one on a held-out validation movie is
+    valid, every other one is train."""
+    movies = positives["movie_id"].to_numpy()
+    order = [("user_id", "ascending"), ("movie_id", "ascending")]
+    part = {"test": np.isin(movies, cold), "valid": np.isin(movies, cold_valid)}
+    part["train"] = ~(part["test"] | part["valid"])
+    return {name: positives.filter(pa.array(part[name])).sort_by(order).cast(INTERACTIONS_SCHEMA)
+            for name in SPLIT_NAMES}
 
 
 def _user_major_order(users: np.ndarray, *keys: np.ndarray) -> np.ndarray:
@@ -151,11 +167,11 @@ def _user_major_order(users: np.ndarray, *keys: np.ndarray) -> np.ndarray:
     return np.lexsort((*reversed(keys[1:]), packed))
 
 
-def _split_per_user(positives: pa.Table, config: SplitConfig, with_test: bool = True) -> dict[str, pa.Table]:
+def _split_per_user(positives: pa.Table, config: SplitConfig) -> dict[str, pa.Table]:
     users = positives["user_id"].to_numpy()
     movies = positives["movie_id"].to_numpy()
     times = positives["timestamp"].to_numpy()
-    if config.method in ("random", "cold"):
+    if config.method == "random":
         # Random keys are drawn in (user, movie) order so the split ignores the input row order.
         canonical = _user_major_order(users, movies)
         keys = np.empty(users.size)
@@ -173,9 +189,6 @@ def _split_per_user(positives: pa.Table, config: SplitConfig, with_test: bool = 
     if config.method == "loo":
         n_test = np.ones_like(sizes)
         n_valid = np.ones_like(sizes)
-    elif not with_test:
-        n_test = np.zeros_like(sizes)
-        n_valid = np.clip(_round_half_up(sizes * valid_ratio / (train_ratio + valid_ratio)), 1, sizes - 1)
     else:
         # Every user keeps at least one item in each part, whatever the ratios.
         n_test = np.clip(_round_half_up(sizes * test_ratio), 1, sizes - 2)
@@ -201,7 +214,8 @@ def write_split(split: Split, out_dir: str | Path) -> Path:
             pq.write_table(split.tables[name], tmp / f"{name}.parquet")
         (tmp / "split.json").write_text(json.dumps(dataclasses.asdict(split.config), indent=2) + "\n")
         pq.write_table(pa.table({"movie_id": pa.array(split.catalogue, pa.int32()),
-                                 "cold": pa.array(np.isin(split.catalogue, split.cold_items))}),
+                                 "cold": pa.array(np.isin(split.catalogue, split.cold_items)),
+                                 "cold_valid": pa.array(np.isin(split.catalogue, split.cold_valid_items))}),
                        tmp / CATALOGUE_FILE)
         (tmp / FUNNEL_FILE).write_text(json.dumps(split.funnel, indent=2) + "\n")
     return out_dir
@@ -217,9 +231,13 @@ def read_split(split_dir: str | Path) -> Split:
     config = from_dict(SplitConfig, json.loads((split_dir / "split.json").read_text()))
     catalogue = pq.read_table(split_dir / CATALOGUE_FILE)
     movie_ids = catalogue["movie_id"].to_numpy().astype(np.int64)
+    def held_out(column: str) -> np.ndarray:
+        if column not in catalogue.column_names:  # written before cold splits had a validation set
+            return np.zeros(0, np.int64)
+        return movie_ids[catalogue[column].to_numpy(zero_copy_only=False)]
+
     return Split({name: pq.read_table(split_dir / f"{name}.parquet") for name in SPLIT_NAMES}, config,
-                 movie_ids, json.loads((split_dir / FUNNEL_FILE).read_text()),
-                 movie_ids[catalogue["cold"].to_numpy(zero_copy_only=False)])
+                 movie_ids, json.loads((split_dir / FUNNEL_FILE).read_text()), held_out("cold"), held_out("cold_valid"))
 
 
 @dataclasses.dataclass(frozen=True)

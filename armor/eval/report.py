@@ -241,10 +241,13 @@ def cold_section(ws: Workspace, config: ReportConfig, out: Path) -> str:
         if name in MODELS and MODELS[name].family in ("interaction", "reference"):
             result.model += " (no content: never saw these movies, at chance)"
     write_text(tables.csv_table(list(run.results.values()), {"protocol": run.split}), out / "coldstart.csv")
+    held = run.bench.split.config
     return (f"\n## Item cold start (split `{run.split}`): {cold.size} movies held out entirely\n\n"
-            f"A seeded {run.bench.split.config.cold_share:.0%} of the catalogue's movies has none of its "
-            "ratings in train or validation; test asks each user to rank them among the whole catalogue "
-            f"({run.bench.data.n_items} movies). Content models place them by their features.\n\n"
+            f"A seeded {held.cold_share:.0%} of the catalogue's movies has none of its ratings in train or "
+            "validation; test asks each user to rank them among the whole catalogue "
+            f"({run.bench.data.n_items} movies). Validation is built the same way on another "
+            f"{held.cold_valid_share:.0%} ({run.bench.split.cold_valid_items.size} movies), so early stopping "
+            "and tuning select for ranking unrated movies. Content models place them by their features.\n\n"
             + funnel_markdown(run.bench.split.funnel) + "\n"
             + tables.markdown_table(list(run.results.values()), ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]))
 

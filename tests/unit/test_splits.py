@@ -1,5 +1,7 @@
 """Splits follow the protocol and leak nothing into profiles or the training matrix."""
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -124,6 +126,7 @@ def test_write_and_read_round_trip(tmp_path, method):
     assert all(again.tables[n].equals(made.tables[n]) for n in made.tables)
     np.testing.assert_array_equal(again.catalogue, made.catalogue)
     np.testing.assert_array_equal(again.cold_items, made.cold_items)
+    np.testing.assert_array_equal(again.cold_valid_items, made.cold_valid_items)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
@@ -178,23 +181,31 @@ def test_leave_one_out_keeps_users_whose_latest_positive_is_outside_the_catalogu
     assert made.tables["valid"]["movie_id"].to_pylist() == [6]
 
 
-def test_the_cold_split_holds_movies_out_of_train_and_valid_entirely():
+def test_the_cold_split_holds_movies_out_of_train_entirely_for_test_and_for_validation():
     data = random_interactions(seed=7, n_users=300)
-    config = SplitConfig(method="cold", seed=3, cold_share=0.1)
+    config = SplitConfig(method="cold", seed=3, cold_share=0.1, cold_valid_share=0.05)
     made = make_split(data, config)
-    cold = set(made.cold_items.tolist())
-    assert len(cold) == round(0.1 * made.catalogue.size)
-    assert not cold & set(made.tables["train"]["movie_id"].to_pylist())
-    assert not cold & set(made.tables["valid"]["movie_id"].to_pylist())
+    cold, cold_valid = set(made.cold_items.tolist()), set(made.cold_valid_items.tolist())
+    assert len(cold) == round(0.1 * made.catalogue.size) and len(cold_valid) == round(0.05 * made.catalogue.size)
+    assert not cold & cold_valid
+    train_movies = set(made.tables["train"]["movie_id"].to_pylist())
+    assert not (cold | cold_valid) & train_movies
+    assert set(made.tables["valid"]["movie_id"].to_pylist()) <= cold_valid  # validation measures the cold task
     assert set(made.tables["test"]["movie_id"].to_pylist()) <= cold
-    split = build_split_data(made.tables, made.catalogue)
-    assert np.diff(split.valid.indptr).min() >= 1  # every kept user can be early-stopped on
-    # every positive of a kept user on a held-out movie is a test item
+    np.testing.assert_array_equal(made.unrated_items, np.union1d(made.cold_items, made.cold_valid_items))
+    # every positive of a kept user lands in the part its movie belongs to
     positives = data.filter(np.asarray(data["rating"]) >= 4.0)
     kept_users = set(made.tables["train"]["user_id"].to_pylist())
-    expected = {(u, m) for u, m in pairs(positives) if m in cold and u in kept_users}
-    assert pairs(made.tables["test"]) == expected
-    assert make_split(data, config).cold_items.tolist() == made.cold_items.tolist()  # seeded
+    kept = {(u, m) for u, m in pairs(positives) if u in kept_users}
+    assert pairs(made.tables["test"]) == {(u, m) for u, m in kept if m in cold}
+    assert pairs(made.tables["valid"]) == {(u, m) for u, m in kept if m in cold_valid}
+    assert pairs(made.tables["train"]) == {(u, m) for u, m in kept if m not in cold | cold_valid}
+    again = make_split(data, config)  # seeded
+    assert again.cold_items.tolist() == made.cold_items.tolist()
+    assert again.cold_valid_items.tolist() == made.cold_valid_items.tolist()
+    # the test movies do not depend on the validation share
+    other = make_split(data, dataclasses.replace(config, cold_valid_share=0.2))
+    assert other.cold_items.tolist() == made.cold_items.tolist()
 
 
 def test_user_major_order_is_lexsort():
