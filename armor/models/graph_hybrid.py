@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -121,6 +122,7 @@ class GraphHybrid(TrainableRecommender):
         self.fusion_state: dict[str, np.ndarray] = {}
         self.components: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # modality -> PCA (mean, axes)
         self._params: _Parameters | None = None
+        self._rank, self._world_size = 0, 1
         self._stale = False
 
     # -- training, driven by armor.training.trainer.Trainer ----------------------------------
@@ -130,8 +132,10 @@ class GraphHybrid(TrainableRecommender):
 
     def begin(self, train: sp.csr_matrix, streams: Streams, *, rank: int = 0, world_size: int = 1) -> None:
         cfg = self.config
-        if world_size != 1:
-            raise ConfigError("armor-graph trains in one worker; pass --workers 1")
+        if world_size > 1 and not (dist.is_available() and dist.is_initialized()):
+            raise ConfigError(f"armor-graph with {world_size} workers needs torch.distributed initialised "
+                              "(Ray Train does it); run one worker otherwise")
+        self._rank, self._world_size = rank, world_size
         if (cfg.content or cfg.content_graph) and self.features is None:
             raise ArmorError("armor-graph was built without features; build it with the catalogue's features to fit")
         n_users, n_items = train.shape
@@ -160,7 +164,8 @@ class GraphHybrid(TrainableRecommender):
         self._has_id = torch.as_tensor(~self.cold & cfg.id_embeddings, dtype=torch.float32, device=device)  # (I,)
         # log of the chance that an item is among a batch's positives (the sampled softmax's correction)
         share = degree / degree.sum()
-        inclusion = -np.expm1(min(cfg.batch_size, degree.sum()) * np.log1p(-np.minimum(share, 1 - 1e-7)))
+        global_batch = cfg.batch_size * self._world_size
+        inclusion = -np.expm1(min(global_batch, degree.sum()) * np.log1p(-np.minimum(share, 1 - 1e-7)))
         self._log_q = torch.as_tensor(np.log(np.maximum(inclusion, 1e-12)), dtype=torch.float32, device=device)
         self._adjacency = graph_ops.normalized_adjacency_csr(train, device)  # (N, N)
         binary = sp.csr_matrix(train, dtype=np.float32)
@@ -210,57 +215,84 @@ class GraphHybrid(TrainableRecommender):
         """z_u = unit(unit(h_u) + beta unit(profile mean)); (B, d) each."""
         return _unit(_unit(users) + self.config.profile_weight * _unit(profile))
 
-    def _batches(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """One epoch of (users, positives) int64 numpy batches (B,): the training positives, shuffled."""
+    def _batches(self, rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray, slice]]:
+        """One epoch of global batches of ``batch_size * world_size`` (users, positives), int64 numpy
+        (B,), the training positives shuffled alike on every rank, and this rank's rows of each."""
+        per_rank = self.config.batch_size
+        size = per_rank * self._world_size
         order = rng.permutation(self._pos_users.size)
-        for start in range(0, order.size, self.config.batch_size):
-            batch = order[start : start + self.config.batch_size]
-            yield self._pos_users[batch], self._pos_items[batch]
+        for start in range(0, order.size, size):
+            batch = order[start : start + size]
+            mine = slice(self._rank * per_rank, (self._rank + 1) * per_rank)
+            yield self._pos_users[batch], self._pos_items[batch], mine
 
     def steps_per_epoch(self) -> int | None:
-        return -(-self._pos_users.size // self.config.batch_size) if self._params is not None else None
+        if self._params is None:
+            return None
+        return -(-self._pos_users.size // (self.config.batch_size * self._world_size))
 
-    def _loss(self, users: np.ndarray, positives: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
-        """(total, ranking, alignment) losses of one batch, on the model's device."""
+    def _loss(self, users: np.ndarray, positives: np.ndarray, mine: slice) -> tuple[Tensor, Tensor, Tensor]:
+        """This rank's share of the global batch's (total, ranking, alignment) losses: summed over
+        the ranks they are the single-process losses of the whole batch, so summing the ranks'
+        gradients gives its gradient. The softmax's candidates are the whole batch's positives."""
         cfg, params, device = self.config, self._params, self._device
         all_users, all_items, content = self._forward()
         candidates, target = np.unique(positives, return_inverse=True)  # (C,), (B,)
+        n_batch = users.size
+        share = len(users[mine]) / n_batch
+        users, positives, target = users[mine], positives[mine], target[mine]  # (b,) this rank's rows
         cand = torch.as_tensor(candidates, device=device)
         u = torch.as_tensor(users, device=device)
         v = all_items.index_select(0, cand)  # (C, d) unit
-        profile = torch.zeros_like(all_users.index_select(0, u))  # (B, d)
+        profile = torch.zeros_like(all_users.index_select(0, u))  # (b, d)
         if cfg.profile_weight > 0:
-            sums = graph_ops.spmm(self._profiles, all_items).index_select(0, u)  # (B, d)
-            own = all_items.index_select(0, torch.as_tensor(positives, device=device))  # (B, d)
+            sums = graph_ops.spmm(self._profiles, all_items).index_select(0, u)  # (b, d)
+            own = all_items.index_select(0, torch.as_tensor(positives, device=device))  # (b, d)
             # The target leaves its own profile mean: at test time it is never in the profile.
             profile = (sums - own) / (self._profile_size.index_select(0, u) - 1).clamp(min=1)[:, None]
-        z = self._user_vectors(all_users.index_select(0, u), profile)  # (B, d)
-        logits = z @ v.T / cfg.temperature - self._log_q.index_select(0, cand)[None, :]  # (B, C)
-        ranking = F.cross_entropy(logits, torch.as_tensor(target, dtype=torch.int64, device=device))
+        z = self._user_vectors(all_users.index_select(0, u), profile)  # (b, d)
+        logits = z @ v.T / cfg.temperature - self._log_q.index_select(0, cand)[None, :]  # (b, C)
+        ranking = v.new_zeros(())
+        if users.size:
+            ranking = F.cross_entropy(logits, torch.as_tensor(target, dtype=torch.int64, device=device)) * share
         align = ranking.new_zeros(())
-        if cfg.content and cfg.align_weight > 0:
+        if cfg.content and cfg.align_weight > 0:  # the same on every rank: each carries 1 / world_size
             f = self._content(cand) if content is None else content.index_select(0, cand)  # (C, d)
             align_logits = _unit(f) @ v.detach().T / cfg.align_temperature  # (C, C)
-            align = F.cross_entropy(align_logits, torch.arange(candidates.size, device=device))
-        touched = torch.as_tensor(np.concatenate([users, positives + self._n_users]), device=device)  # (2B,)
-        l2 = torch.cat([params.users, params.items]).index_select(0, touched).pow(2).sum() / (2 * users.size)
+            align = F.cross_entropy(align_logits, torch.arange(candidates.size, device=device)) / self._world_size
+        touched = torch.as_tensor(np.concatenate([users, positives + self._n_users]), device=device)  # (2b,)
+        l2 = torch.cat([params.users, params.items]).index_select(0, touched).pow(2).sum() / (2 * n_batch)
         return ranking + cfg.align_weight * align + cfg.reg * l2, ranking, align
 
     def train_epoch(self, epoch: int, streams: Streams) -> dict[str, float]:
         assert self._params is not None, "begin() first"
         self._params.train()
         totals = torch.zeros(3, dtype=torch.float64, device=self._device)  # summed where the losses live
-        for users, positives in self._batches(streams.numpy):
-            loss, ranking, align = self._loss(users, positives)
-            self._optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self._optimizer.step()
-            totals += torch.stack([loss, ranking, align]).detach().double() * users.size
-            self.steps_done(1)
+        with streams.global_torch():  # the fusion's dropout: seeded, saved, and the same on every rank
+            for users, positives, mine in self._batches(streams.numpy):
+                loss, ranking, align = self._loss(users, positives, mine)
+                self._optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self._sum_gradients_over_ranks()
+                self._optimizer.step()
+                totals += torch.stack([loss, ranking, align]).detach().double() * users.size
+                self.steps_done(1)
+        if self._world_size > 1:
+            dist.all_reduce(totals)
         self._params.eval()
         self._stale = True
         loss, ranking, align = (totals / self._pos_users.size).tolist()  # one device sync per epoch
         return {"loss": loss, "ranking": ranking, "align": align}
+
+    def _sum_gradients_over_ranks(self) -> None:
+        """Every rank holds its share's gradient of the whole batch's loss; their sum is that
+        gradient, so identical Adam steps keep the replicas identical."""
+        if self._world_size == 1:
+            return
+        for parameter in self._params.parameters():
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+            dist.all_reduce(parameter.grad)
 
     def state_dict(self) -> dict[str, Any]:
         assert self._params is not None, "begin() first"

@@ -191,7 +191,7 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
               _armor_graph, "armor.models.graph_hybrid:GraphHybrid",
               {"armor_graph": ArmorGraphConfig},
               default_grid="armor.models.graph_hybrid:DEFAULT_GRID", small_grid=_ARMOR_GRAPH_SMALL,
-              grid_section="armor_graph"),
+              grid_section="armor_graph", data_parallel=True),
     ModelSpec("popularity", "reference", "Popularity", False, _popularity, "armor.models.baselines:Popularity"),
     ModelSpec("random", "reference", "Random", False, _random, "armor.models.baselines:RandomRanker",
               {"train": TrainConfig}),

@@ -109,3 +109,56 @@ def test_the_user_vector_folds_in_the_profile_it_is_given():
     assert not np.allclose(model.score(np.arange(3), history)[0], model.score(np.arange(3), more)[0])
     off = GraphHybrid(ArmorGraphConfig(**SMALL, epochs=4, patience=4, profile_weight=0.0), features).fit(train)
     np.testing.assert_allclose(off.score(np.arange(3), history)[0], off.score(np.arange(3), more)[0], rtol=1e-6)
+
+
+# ---- data-parallel: two real ranks (gloo on CPU) --------------------------------------------
+
+def _train_two_epochs(world_size: int, rank: int, batch_size: int) -> dict[str, np.ndarray]:
+    from armor.training.trainer import Streams
+
+    train, features, _ = _world()
+    model = GraphHybrid(ArmorGraphConfig(**{**SMALL, "batch_size": batch_size}, fusion_dropout=0.1), features,
+                        new_items=COLD)
+    streams = Streams(0)
+    model.begin(train, streams, rank=rank, world_size=world_size)
+    losses = [model.train_epoch(epoch, streams)["loss"] for epoch in (1, 2)]
+    model.end()
+    return {"items": model.item_embeddings(), "users": model.user_final, "losses": np.array(losses)}
+
+
+def _rank_main(rank: int, init_file: str, out_dir: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        np.savez(f"{out_dir}/rank{rank}.npz", **_train_two_epochs(world_size=2, rank=rank, batch_size=96))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_train_as_one_process_with_their_global_batch(tmp_path):
+    """Each rank takes its slice of every global batch and the ranks sum their gradients: two
+    workers at batch 96 train the model one process trains at batch 192, replicas stay identical."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(2)]
+    single = _train_two_epochs(world_size=1, rank=0, batch_size=192)
+    assert _world()[0].nnz % 192 != 0  # the epoch ends on a partial global batch
+    for result in ranks:
+        np.testing.assert_allclose(result["items"], single["items"], atol=2e-5)
+        np.testing.assert_allclose(result["users"], single["users"], atol=2e-5)
+        np.testing.assert_allclose(result["losses"], single["losses"], rtol=1e-5)
+    np.testing.assert_array_equal(ranks[0]["items"], ranks[1]["items"])
+
+
+def test_several_workers_need_a_process_group():
+    from armor.errors import ConfigError
+    from armor.training.trainer import Streams
+
+    train, features, _ = _world()
+    with pytest.raises(ConfigError, match="torch.distributed"):
+        GraphHybrid(ArmorGraphConfig(**SMALL), features).begin(train, Streams(0), rank=0, world_size=2)
