@@ -230,16 +230,20 @@ def ablation_label(name: str) -> str:
     return f"{label(full)}, {what}"
 
 
+NO_CONTENT = " (no content: cannot place movies nobody rated)"
+
+
 def cold_section(ws: Workspace, config: ReportConfig, out: Path) -> str:
     """Item cold start: each user ranks the whole catalogue; hits are held-out movies nobody rated in
-    training or validation. Interaction-only models never saw them and sit at chance."""
+    training or validation. Models without content cannot place them: they rank them last (below the
+    random ranker, which is chance itself)."""
     if not config.cold_split or not (ws.split_dir(config.cold_split) / "split.json").exists():
         return ""
     run = run_protocol(ws, config.cold_split, config)
     cold = run.bench.split.cold_items
     for name, result in run.results.items():
-        if name in MODELS and MODELS[name].family in ("interaction", "reference"):
-            result.model += " (no content: never saw these movies, at chance)"
+        if name in MODELS and MODELS[name].family in ("interaction", "reference") and name != "random":
+            result.model += NO_CONTENT
     write_text(tables.csv_table(list(run.results.values()), {"protocol": run.split}), out / "coldstart.csv")
     held = run.bench.split.config
     return (f"\n## Item cold start (split `{run.split}`): {cold.size} movies held out entirely\n\n"
