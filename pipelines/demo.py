@@ -6,7 +6,7 @@ thumbnails on Ray Data; split the ratings over the multimodal catalogue under le
 random 80/10/10 and the item cold start; train every registered model on each protocol's split,
 early-stopped and tuned on that split's validation part (the fused model data-parallel on Ray
 Train on the 80/10/10 split); train the content models, and reference and quick interaction
-models to show them at chance, on the cold-start split; a small Tune sweep; register models in
+models to show they cannot place them, on the cold-start split; a small Tune sweep; register models in
 MLflow and answer a history from the registry; write the report (definitions, funnels, Table 1
 under both protocols with CIs, the cold-start table, figures) and name the best model per
 protocol. With --skip-scrape only the models that need no content run, on every movie. Rerunning
@@ -106,7 +106,8 @@ def make_splits(ws: Workspace, job: DemoJob) -> list[str]:
 
 def names_to_train(job: DemoJob, cold: bool) -> tuple[str, ...]:
     """Every registered model; without content only those that need none. The cold-start benchmark
-    trains the content models and, to show them at chance, the reference and quick interaction ones."""
+    trains the content models and, to show they cannot place unrated movies, the reference and quick
+    interaction ones."""
     from armor.models.registry import MODELS
 
     names = [n for n, spec in MODELS.items()
@@ -116,7 +117,7 @@ def names_to_train(job: DemoJob, cold: bool) -> tuple[str, ...]:
     return tuple(names)
 
 
-# Interaction-only models trained on the cold-start split to show they are at chance there; the
+# Interaction-only models trained on the cold-start split to show they cannot place its movies; the
 # slower graph model is left out to keep the demo within its time budget.
 COLD_INTERACTION = ("bpr", "itemknn", "ease")
 
@@ -178,8 +179,8 @@ def scrape_through_local_server(ws: Workspace, rate: float) -> str:
 
 
 def sweep_register_recommend(ws: Workspace, seed: int) -> None:
-    """A small Tune sweep; register the full fusion and the sweep's winner (the better one becomes
-    champion); answer a user's history from the registry's champion."""
+    """A small Tune sweep; register the full fusion, the sweep's winner and ARMoR-Graph (the best on
+    validation becomes champion); answer a user's history from the registry's champion."""
     import pyarrow.parquet as pq
 
     from armor.config import FusionConfig, TrainConfig
@@ -192,7 +193,7 @@ def sweep_register_recommend(ws: Workspace, seed: int) -> None:
                                 train=TrainConfig(epochs=6, steps_per_epoch=20)).with_seed(seed)
     base = TrainJob(workspace=str(ws.root.resolve()), model="fused", settings=settings)
     tune(TuneJob(base=base, space=SearchSpace(dims=(64, 128)), name="demo-sweep", samples=4, grace_period=2))
-    for model in ("random/fused", "random/demo-sweep-best"):
+    for model in ("random/fused", "random/demo-sweep-best", "random/armor-graph"):
         version, champion, uri = register(ws.root, model)
         log.info("[5/6] registered %s as version %s%s", model, version, " (champion)" if champion else "")
     train = pq.read_table(ws.split_dir("random") / "train.parquet")
