@@ -139,8 +139,10 @@ def quiet_ray_data() -> None:
     context.print_on_execution_start = False
     if ray_logs_shown():
         return
+    # Only Ray's own console handler: the "ray.data" logger can also hold the application's (root)
+    # handlers, and filtering those would silence our INFO lines too.
     for handler in logging.getLogger("ray.data").handlers:
-        if not isinstance(handler, logging.FileHandler) and type(handler).__name__ != "SessionFileHandler" and \
+        if type(handler).__name__ == "PlainRayHandler" and \
                 not any(isinstance(f, _RayDataConsoleFilter) for f in handler.filters):
             handler.addFilter(_RayDataConsoleFilter())
 
