@@ -3,9 +3,11 @@
 Every trainable model trains through the one trainer (`armor.training.trainer.Trainer`): inside a
 TorchTrainer worker it reports every epoch with a checkpoint of the trainer's whole state, so a
 killed worker (or driver) resumes from the last one, and the final checkpoint holds the finished
-model. Data-parallel models (the fusions) train with --workers N: each worker draws its slice of
-every global batch of co-liked pairs, embeddings are all-gathered so negatives are mined from the
-global batch, and rank 0 validates. Interaction models (BPR, LightGCN) train in one worker. With
+model. Data-parallel models train with --workers N and rank 0 validates: in the fusions each
+worker draws its slice of every global batch of co-liked pairs and embeddings are all-gathered so
+negatives are mined from the global batch; in ARMoR-Graph each worker takes its slice of every
+global batch of (user, positive) pairs and the workers sum their gradients. Interaction models
+(BPR, LightGCN, ALS) train in one worker. With
 --grid a model's hyperparameters are chosen on validation from a grid, in this process. Models
 with nothing to train (raw features, popularity, random) fit in this process. Early stopping
 and every choice use validation NDCG@10; test is never looked at here (`armor evaluate --on test`
@@ -77,7 +79,7 @@ class Placement:
     """Where a training job runs."""
 
     local: bool = setting(False, "train in this process, without Ray")
-    workers: int = setting(1, "Ray Train workers (data parallel; interaction models use one)")
+    workers: int = setting(1, "Ray Train workers (data parallel: the fusions and armor-graph; the rest use one)")
     use_gpu: bool = setting(False, "one GPU per worker")
     max_failures: int = setting(3, "worker failures to recover from")
     fresh: bool = setting(False, "start over instead of resuming this exact job's last checkpoint")
