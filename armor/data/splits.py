@@ -50,7 +50,7 @@ class Split:
     catalogue: np.ndarray  # sorted movie ids every model of this split ranks
     funnel: list[dict[str, Any]]
     cold_items: np.ndarray  # sorted movie ids whose positives are all in test; empty unless method "cold"
-    cold_valid_items: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))  # ... in valid
+    cold_valid_items: np.ndarray  # sorted movie ids whose positives are all in valid; empty unless "cold"
 
     @property
     def unrated_items(self) -> np.ndarray:
