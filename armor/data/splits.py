@@ -49,13 +49,10 @@ class Split:
     config: SplitConfig
     catalogue: np.ndarray  # sorted movie ids every model of this split ranks
     funnel: list[dict[str, Any]]
-    cold_items: np.ndarray  # sorted movie ids whose positives are all in test; empty unless method "cold"
-    cold_valid_items: np.ndarray  # sorted movie ids whose positives are all in valid; empty unless "cold"
-
-    @property
-    def unrated_items(self) -> np.ndarray:
-        """Movies with no training positive by construction (both held-out sets of ``cold``)."""
-        return np.union1d(self.cold_items, self.cold_valid_items)
+    # The held-out movies of ``cold`` (empty otherwise), for the report and the split's tests only:
+    # no model is given them (a movie is new to a model when its training matrix has no positive).
+    cold_items: np.ndarray  # sorted movie ids whose positives are all in test
+    cold_valid_items: np.ndarray  # sorted movie ids whose positives are all in valid
 
 
 def make_split(interactions: pa.Table, config: SplitConfig, catalogue: Catalogue | None = None) -> Split:
@@ -77,7 +74,7 @@ def make_split(interactions: pa.Table, config: SplitConfig, catalogue: Catalogue
                               **{f"movies_{k.replace(' ', '_')}": v for k, v in catalogue.excluded.items()}))
     cold = cold_valid = np.zeros(0, np.int64)
     if config.method == "cold":
-        cold, cold_valid = _cold_items(positives, catalogue.movie_ids, config)
+        cold, cold_valid = _cold_items(interactions, catalogue.movie_ids, config)
     positives = _enough_positives(positives, config, np.union1d(cold, cold_valid), funnel)
     tables = (_split_cold(positives, cold, cold_valid) if config.method == "cold"
               else _split_per_user(positives, config))
@@ -119,19 +116,21 @@ def _enough_positives(positives: pa.Table, config: SplitConfig, cold: np.ndarray
     return kept
 
 
-def _cold_items(positives: pa.Table, catalogue: np.ndarray, config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+def _cold_items(interactions: pa.Table, catalogue: np.ndarray,
+                config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
     """Seeded ``cold_share`` (test) and ``cold_valid_share`` (validation) of the catalogue, disjoint,
-    drawn among movies that have a positive (sorted ids). The test draw does not depend on the
-    validation share."""
-    liked = np.intersect1d(np.unique(positives["movie_id"].to_numpy()), catalogue)
+    drawn among the catalogue's movies with any rating (sorted ids): not only among liked ones, so
+    that "held out" and "has a positive" are not the same thing and the held-out set cannot be read
+    off the catalogue. The test draw does not depend on the validation share."""
+    rated = np.intersect1d(np.unique(interactions["movie_id"].to_numpy()), catalogue)
     n_test = int(round(config.cold_share * catalogue.size))
     n_valid = max(1, int(round(config.cold_valid_share * catalogue.size)))
-    if not 0 < n_test or n_test + n_valid >= liked.size:
-        raise DataError(f"cold split: {n_test} test and {n_valid} validation movies held out of {liked.size} with "
-                        "positives; adjust split.cold_share and split.cold_valid_share")
-    test = np.sort(np.random.default_rng(np.random.SeedSequence([config.seed, 0xC01D])).choice(liked, n_test,
+    if not 0 < n_test or n_test + n_valid >= rated.size:
+        raise DataError(f"cold split: {n_test} test and {n_valid} validation movies held out of {rated.size} with "
+                        "ratings; adjust split.cold_share and split.cold_valid_share")
+    test = np.sort(np.random.default_rng(np.random.SeedSequence([config.seed, 0xC01D])).choice(rated, n_test,
                                                                                               replace=False))
-    rest = np.setdiff1d(liked, test)
+    rest = np.setdiff1d(rated, test)
     valid = np.random.default_rng(np.random.SeedSequence([config.seed, 0xC01D, 1])).choice(rest, n_valid, replace=False)
     return test, np.sort(valid)
 

@@ -152,6 +152,19 @@ def ranking_metrics(hits: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ...
     return out
 
 
+def share_of_slots(indices: np.ndarray, valid: np.ndarray, marked: np.ndarray, ks: tuple[int, ...],
+                   prefix: str) -> dict[str, np.ndarray]:
+    """{"PREFIX@k": (B,)}: the share of each row's filled top-k slots that hold a ``marked`` item
+    (``marked`` (I,) bool); NaN for a row with no filled slot."""
+    out = {}
+    hit = marked[indices] & valid  # (B, L)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in ks:
+            filled = valid[:, :k].sum(axis=1)
+            out[f"{prefix}@{k}"] = np.where(filled > 0, hit[:, :k].sum(axis=1) / filled, np.nan)
+    return out
+
+
 def intra_list_diversity(indices: np.ndarray, valid: np.ndarray, item_genres: sp.csr_matrix,
                          k: int) -> np.ndarray:
     """Mean pairwise genre Jaccard distance within each top-k list (B,); NaN for lists < 2 items.

@@ -7,6 +7,12 @@ training (BPR, LightGCN) ignore the profile and use those vectors. Excluded from
 profile's items (training positives; and validation items when scoring test). Every other
 catalogue item is a candidate, including items nobody liked in training. Ties in a model's
 scores are ordered at random per (seed, user, movie) (``armor.eval.metrics.TieOrder``).
+
+The item cold start: a movie is **new** when the log a model scoring ``split`` learned from has no
+positive for it (``new_items``: train on validation, train + validation on test, as the profile),
+decided from that matrix alone and the same for every model. ``candidates`` restricts what a user
+ranks (the **cold** setting ranks only new movies); ``new_items`` adds each user's share of top-K
+slots that go to new movies (``new@K``).
 """
 
 from __future__ import annotations
@@ -74,6 +80,11 @@ def profile(data: SplitData, split: Literal["valid", "test"]) -> sp.csr_matrix:
     return merged
 
 
+def new_items(data: SplitData, split: Literal["valid", "test"]) -> np.ndarray:
+    """Catalogue columns without a positive in the log behind ``split``'s profile (sorted)."""
+    return np.flatnonzero(np.diff(profile(data, split).tocsc().indptr) == 0)
+
+
 def mask_rows(scores: np.ndarray, excluded: sp.csr_matrix) -> None:
     """Set ``scores[b, i] = -inf`` wherever ``excluded[b, i]`` is non-zero (in place)."""
     coo = excluded.tocoo()
@@ -82,19 +93,18 @@ def mask_rows(scores: np.ndarray, excluded: sp.csr_matrix) -> None:
 
 def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"],
              config: EvalConfig = EvalConfig(), name: str | None = None,
-             progress: bool = False, relevant_items: np.ndarray | None = None) -> EvaluationResult:
-    """``relevant_items`` (column indices) restricts what counts as a hit, e.g. to cold-start
-    items; the ranking still covers the whole catalogue. ``progress`` shows users scored (a bar on a
-    terminal, periodic lines elsewhere: ``armor.progress``)."""
+             progress: bool = False, relevant_items: np.ndarray | None = None,
+             candidates: np.ndarray | None = None, new: np.ndarray | None = None) -> EvaluationResult:
+    """``relevant_items`` (column indices) restricts what counts as a hit; ``candidates`` (column
+    indices) restricts what is ranked (default: the whole catalogue); with ``new`` (column indices)
+    each user's share of top-K slots holding one of them is reported as ``new@K``. ``progress``
+    shows users scored (a bar on a terminal, periodic lines elsewhere: ``armor.progress``)."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', got {split!r}")
-    truth_all = data.valid if split == "valid" else data.test
-    if relevant_items is not None:
-        keep = np.zeros(data.n_items, dtype=np.float32)
-        keep[np.asarray(relevant_items, dtype=np.int64)] = 1.0
-        truth_all = (truth_all @ sp.diags(keep)).tocsr()
-        truth_all.eliminate_zeros()
+    truth_all = _only(_only(data.valid if split == "valid" else data.test, relevant_items), candidates)
     profile_all = profile(data, split)
+    outside = _column_mask(data.n_items, candidates, inverse=True)
+    is_new = _column_mask(data.n_items, new)
     users = np.flatnonzero(np.diff(truth_all.indptr) > 0)
     max_k = max(config.ks)
     model_name = name or model.name
@@ -115,10 +125,14 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
             raise ArmorError(f"model {model_name} returned NaN scores for users "
                              f"{data.user_ids[batch[np.isnan(scores).any(axis=1)]][:5].tolist()}")
         mask_rows(scores, history)
+        if outside is not None:
+            scores[:, outside] = -np.inf
         indices, valid = M.top_k(scores, max_k, M.TieOrder(config.seed, data.user_ids[batch], data.item_ids))
         truth = truth_all[batch]
         hits = M.hits_matrix(indices, valid, truth)
         batch_metrics = M.ranking_metrics(hits, np.diff(truth.indptr), config.ks)
+        if is_new is not None:
+            batch_metrics.update(M.share_of_slots(indices, valid, is_new, config.ks, prefix="new"))
         if data.item_genres is not None and data.item_genres.shape[1] > 0:
             for k in config.ks:
                 batch_metrics[f"diversity@{k}"] = M.intra_list_diversity(indices, valid, data.item_genres, k)
@@ -134,3 +148,21 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
     ci = M.bootstrap_ci(per_user, config.bootstrap, config.confidence, config.seed) if users.size else {}
     return EvaluationResult(model=model_name, split=split, users=users, per_user=per_user,
                             coverage=coverage, ci=ci)
+
+
+def _column_mask(n_items: int, columns: np.ndarray | None, inverse: bool = False) -> np.ndarray | None:
+    """A (n_items,) bool mask of ``columns`` (or of every other column with ``inverse``); None for None."""
+    if columns is None:
+        return None
+    mask = np.zeros(n_items, dtype=bool)
+    mask[np.asarray(columns, dtype=np.int64)] = True
+    return ~mask if inverse else mask
+
+
+def _only(truth: sp.csr_matrix, columns: np.ndarray | None) -> sp.csr_matrix:
+    """``truth`` restricted to ``columns`` (unchanged for None)."""
+    if columns is None:
+        return truth
+    kept = (truth @ sp.diags(_column_mask(truth.shape[1], columns).astype(np.float32))).tocsr()
+    kept.eliminate_zeros()
+    return kept

@@ -1,4 +1,4 @@
-"""Non-personalised reference points: most-popular and uniformly random ranking."""
+"""Non-personalised reference points: most-popular, uniformly random, and "new first" ranking."""
 
 from __future__ import annotations
 
@@ -62,3 +62,30 @@ class RandomRanker(Recommender):
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.n_items = int(arrays["n_items"])
+
+
+class NewFirst(Recommender):
+    """The item cold start's flag-only reference: movies without a positive in the training matrix
+    first, everything else after, in random order within each group (all scores tie, and the
+    evaluator orders ties at random). It knows which movies are new to the log and nothing else,
+    so a model ranking the whole catalogue must beat it to show it learned something about them."""
+
+    name = "new-first"
+
+    def __init__(self) -> None:
+        self.new: np.ndarray | None = None  # (I,) bool
+
+    def fit(self, train: sp.csr_matrix, valid: sp.csr_matrix | None = None) -> NewFirst:
+        self.new = np.diff(sp.csc_matrix(train).indptr) == 0
+        return self
+
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        if self.new is None:
+            raise RuntimeError("NewFirst.score called before fit")
+        return np.broadcast_to(self.new.astype(np.float32), (len(users), self.new.size)).copy()
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {} if self.new is None else {"new": self.new}
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.new = np.asarray(arrays["new"], dtype=bool)

@@ -9,7 +9,7 @@ content/collaborative alignment of BM3, Zhou et al. 2023), each switchable for t
     [h; y] = P [E_user; x],  P = (I + Â + ... + Â^L) / (L + 1)     LightGCN over the user-item graph
     v_i    = unit(y_i + S x_i)                                      + one hop over the frozen item-item
                                                                     kNN graph S of the raw features
-    v_i    = unit(f_i) for a new movie (no rating in the training log): content alone
+    v_i    = unit(f_i) for a new movie (no positive in the training matrix): content alone
     z_u    = unit(unit(h_u) + beta unit(p_u)),  p_u = mean of v_j over the user's profile
     z_u    = unit(p_u) for a user the model never trained (a history is all there is)
     score(u, i) = <z_u, v_i>
@@ -56,8 +56,6 @@ INIT_STD = 0.1  # LightGCN authors' initialisation of ID embeddings
 _STATE_PREFIX = "state."
 
 
-# The validation budget: 8 points, the size of LightGCN's DEFAULT_GRID.
-DEFAULT_GRID: dict[str, list[Any]] = {"layers": [2, 3], "lr": [5e-3, 1e-2], "reg": [1e-4, 1e-3], "epochs": [300]}
 # The ablation table: slug -> (its row's label, the settings it switches off). A trained ablation is
 # saved as ``armor-graph~<slug>`` beside the full model.
 ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -97,17 +95,17 @@ class _Parameters(nn.Module):
 
 class GraphHybrid(TrainableRecommender):
     """ARMoR-Graph; see the module docstring. ``features`` ({modality: (I, d_m)}) align with the
-    catalogue columns; they are needed to fit, not to score a loaded model. ``new_items``: catalogue
-    columns of movies with no rating in the training log (the item cold start), scored by content."""
+    catalogue columns; they are needed to fit, not to score a loaded model. A movie without a
+    positive in the training matrix is new to the model and scored by its content vector: the
+    model knows nothing else about which movies a split held out."""
 
     name = "armor-graph"
 
     def __init__(self, config: ArmorGraphConfig | Mapping[str, Any] | None = None,
                  features: Mapping[str, np.ndarray] | None = None, present: Mapping[str, np.ndarray] | None = None,
-                 *, dims: Mapping[str, int] | None = None, new_items: Any = None, device: str = "cpu",
+                 *, dims: Mapping[str, int] | None = None, device: str = "cpu",
                  num_threads: int | None = 1) -> None:
         self.config = _as_config(config)
-        self.new_items = None if new_items is None else np.unique(np.asarray(new_items, dtype=np.int64))
         self.device, self.num_threads = device, num_threads
         self.features = None if features is None else {m: np.asarray(v, np.float32) for m, v in features.items()
                                                         if m in MODALITIES}
@@ -231,13 +229,18 @@ class GraphHybrid(TrainableRecommender):
             return None
         return -(-self._pos_users.size // (self.config.batch_size * self._world_size))
 
-    def _loss(self, users: np.ndarray, positives: np.ndarray, mine: slice) -> tuple[Tensor, Tensor, Tensor]:
+    def _loss(self, users: np.ndarray, positives: np.ndarray, mine: slice,
+              rng: np.random.Generator) -> tuple[Tensor, Tensor, Tensor]:
         """This rank's share of the global batch's (total, ranking, alignment) losses: summed over
         the ranks they are the single-process losses of the whole batch, so summing the ranks'
-        gradients gives its gradient. The softmax's candidates are the whole batch's positives."""
+        gradients gives its gradient. The softmax's candidates are the whole batch's positives, or
+        ``sampled_candidates`` of them shared by every row (``rng`` draws the same on every rank)."""
         cfg, params, device = self.config, self._params, self._device
         all_users, all_items, content = self._forward()
         candidates, target = np.unique(positives, return_inverse=True)  # (C,), (B,)
+        picked = None
+        if 0 < cfg.sampled_candidates < candidates.size:
+            picked = np.sort(rng.choice(candidates.size, cfg.sampled_candidates, replace=False))  # (n,) of C
         n_batch = users.size
         share = len(users[mine]) / n_batch
         users, positives, target = users[mine], positives[mine], target[mine]  # (b,) this rank's rows
@@ -251,18 +254,39 @@ class GraphHybrid(TrainableRecommender):
             # The target leaves its own profile mean: at test time it is never in the profile.
             profile = (sums - own) / (self._profile_size.index_select(0, u) - 1).clamp(min=1)[:, None]
         z = self._user_vectors(all_users.index_select(0, u), profile)  # (b, d)
-        logits = z @ v.T / cfg.temperature - self._log_q.index_select(0, cand)[None, :]  # (b, C)
         ranking = v.new_zeros(())
         if users.size:
+            logits, target = self._ranking_logits(z, v, cand, target, picked)
             ranking = F.cross_entropy(logits, torch.as_tensor(target, dtype=torch.int64, device=device)) * share
         align = ranking.new_zeros(())
         if cfg.content and cfg.align_weight > 0:  # the same on every rank: each carries 1 / world_size
-            f = self._content(cand) if content is None else content.index_select(0, cand)  # (C, d)
-            align_logits = _unit(f) @ v.detach().T / cfg.align_temperature  # (C, C)
-            align = F.cross_entropy(align_logits, torch.arange(candidates.size, device=device)) / self._world_size
+            rows = np.arange(candidates.size) if picked is None else picked  # (S,) positions in C
+            mine_ = torch.as_tensor(rows, device=device)
+            f = self._content(cand[mine_]) if content is None else content.index_select(0, cand[mine_])  # (S, d)
+            align_logits = _unit(f) @ v.detach().T / cfg.align_temperature  # (S, C)
+            align = F.cross_entropy(align_logits, mine_) / self._world_size
         touched = torch.as_tensor(np.concatenate([users, positives + self._n_users]), device=device)  # (2b,)
         l2 = torch.cat([params.users, params.items]).index_select(0, touched).pow(2).sum() / (2 * n_batch)
         return ranking + cfg.align_weight * align + cfg.reg * l2, ranking, align
+
+    def _ranking_logits(self, z: Tensor, v: Tensor, cand: Tensor, target: np.ndarray,
+                        picked: np.ndarray | None) -> tuple[Tensor, np.ndarray]:
+        """(logits, targets) of the sampled softmax. Every candidate: (b, C) against the batch's
+        positives. Sampled: each row's own positive, then the n shared candidates, (b, 1 + n), a
+        shared one that is the row's positive masked; log-Q corrected by each one's chance of being
+        there (a shared one: of being a batch positive, times n / C), so the sampled loss estimates
+        the full one."""
+        cfg = self.config
+        log_q = self._log_q.index_select(0, cand)  # (C,)
+        if picked is None:
+            return z @ v.T / cfg.temperature - log_q[None, :], target  # (b, C)
+        rows = torch.as_tensor(target, device=z.device)  # (b,) positions in C
+        shared = torch.as_tensor(picked, device=z.device)  # (n,)
+        own = (z * v.index_select(0, rows)).sum(-1, keepdim=True) / cfg.temperature - log_q[rows][:, None]  # (b, 1)
+        thinned = float(np.log(picked.size / cand.numel()))
+        others = z @ v.index_select(0, shared).T / cfg.temperature - (log_q[shared] + thinned)[None, :]  # (b, n)
+        others = others.masked_fill(rows[:, None] == shared[None, :], float("-inf"))
+        return torch.cat([own, others], dim=1), np.zeros(z.shape[0], dtype=np.int64)
 
     def train_epoch(self, epoch: int, streams: Streams) -> dict[str, float]:
         assert self._params is not None, "begin() first"
@@ -270,7 +294,7 @@ class GraphHybrid(TrainableRecommender):
         totals = torch.zeros(3, dtype=torch.float64, device=self._device)  # summed where the losses live
         with streams.global_torch():  # the fusion's dropout: seeded, saved, and the same on every rank
             for users, positives, mine in self._batches(streams.numpy):
-                loss, ranking, align = self._loss(users, positives, mine)
+                loss, ranking, align = self._loss(users, positives, mine, streams.numpy)
                 self._optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self._sum_gradients_over_ranks()
@@ -334,10 +358,8 @@ class GraphHybrid(TrainableRecommender):
             users, items, content = self._forward()
             if self.config.content and content is None:
                 content = self._content()  # (I, d)
-            if content is not None and self.new_items is not None:
-                new = np.zeros(self.cold.size, bool)
-                new[self.new_items[self.new_items < new.size]] = True
-                rows = torch.as_tensor(np.flatnonzero(new & self.cold), device=self._device)
+            if content is not None and self.cold.any():
+                rows = torch.as_tensor(np.flatnonzero(self.cold), device=self._device)
                 items = items.index_copy(0, rows, _unit(content.index_select(0, rows)))
         return _unit(users), items, content
 
@@ -387,9 +409,8 @@ class GraphHybrid(TrainableRecommender):
         return self.item_final
 
     def params(self) -> dict[str, Any]:
-        return {"config": dataclasses.asdict(self.config), "dims": self.dims,
-                "new_items": None if self.new_items is None else self.new_items.tolist(),
-                "device": self.device, "num_threads": self.num_threads}
+        return {"config": dataclasses.asdict(self.config), "dims": self.dims, "device": self.device,
+                "num_threads": self.num_threads}
 
     def arrays(self) -> dict[str, np.ndarray]:
         self._refresh()

@@ -35,18 +35,18 @@ def _world(seed: int = 0):
     return sp.csr_matrix(likes.astype(np.float32)), features, genre
 
 
-@pytest.mark.parametrize("new_items", [COLD, None], ids=["new movies: content path", "unrated known movies"])
-def test_a_movie_nobody_rated_gets_its_vector_from_content(new_items, tmp_path):
+def test_a_movie_nobody_rated_gets_its_vector_from_content(tmp_path):
     train, features, genre = _world()
-    model = GraphHybrid(ArmorGraphConfig(**SMALL, epochs=8, patience=8), features, new_items=new_items)
+    model = GraphHybrid(ArmorGraphConfig(**SMALL, epochs=8, patience=8), features)
     model.fit(train)
+    # New means no positive in the training matrix: the model is told nothing else.
     assert model.cold[COLD].all() and not model.cold[:COLD[0]].any()
     vectors = model.item_embeddings()  # (I, d)
     cold = vectors[COLD]
     assert np.isfinite(cold).all() and (np.linalg.norm(cold, axis=1) > 1e-3).all()
-    if new_items is not None:  # a new movie's vector is its content vector, from its features alone
-        content = model.item_content[COLD]
-        np.testing.assert_allclose(cold, content / np.linalg.norm(content, axis=1, keepdims=True), atol=1e-6)
+    # A new movie's vector is its content vector, from its features alone.
+    content = model.item_content[COLD]
+    np.testing.assert_allclose(cold, content / np.linalg.norm(content, axis=1, keepdims=True), atol=1e-6)
     # Same features, same vector: no per-movie ID embedding breaks the tie ...
     np.testing.assert_allclose(vectors[TWINS[0]], vectors[TWINS[1]], rtol=1e-5, atol=1e-6)
     # ... and different features, different vectors and scores (not one tied "unknown movie").
@@ -70,8 +70,8 @@ def _item_vectors(features, **overrides) -> np.ndarray:
     return model.item_embeddings().copy()
 
 
-@pytest.mark.parametrize("target, overrides", [(3, {}), (36, {})],
-                         ids=["rated movie", "cold movie scored by its neighbours"])
+@pytest.mark.parametrize("target, overrides", [(3, {}), (36, {"content": False, "align_weight": 0.0})],
+                         ids=["rated movie", "cold movie without the content side: scored by its neighbours"])
 def test_item_vectors_depend_on_the_content_graph(target, overrides):
     _, features, _ = _world()
     graph = knn_item_graph(features, None, SMALL["knn_k"]).toarray()
@@ -117,8 +117,7 @@ def _train_two_epochs(world_size: int, rank: int, batch_size: int) -> dict[str, 
     from armor.training.trainer import Streams
 
     train, features, _ = _world()
-    model = GraphHybrid(ArmorGraphConfig(**{**SMALL, "batch_size": batch_size}, fusion_dropout=0.1), features,
-                        new_items=COLD)
+    model = GraphHybrid(ArmorGraphConfig(**{**SMALL, "batch_size": batch_size}, fusion_dropout=0.1), features)
     streams = Streams(0)
     model.begin(train, streams, rank=rank, world_size=world_size)
     losses = [model.train_epoch(epoch, streams)["loss"] for epoch in (1, 2)]
