@@ -419,6 +419,8 @@ class ArmorGraphConfig:
     heads: int = setting(4, "attention heads (full fusion)")
     fusion_dropout: float = setting(0.3, "dropout inside the fusion module")
     reduce_dim: int = setting(128, "frozen PCA of each modality to this many dimensions before fusion (0: none)")
+    sampled_candidates: int = setting(0, "softmax and alignment candidates per step, sampled from the batch's "
+                                         "positives (0: all of them)")
 
     def __post_init__(self) -> None:
         checks = (("dim", self.dim >= 1 and self.fusion_dim >= 1), ("layers", self.layers >= 0),
@@ -427,6 +429,7 @@ class ArmorGraphConfig:
                   ("temperature", self.temperature > 0 and self.align_temperature > 0),
                   ("profile_weight", self.profile_weight >= 0), ("knn_k", self.knn_k >= 1),
                   ("align_weight", self.align_weight >= 0), ("reduce_dim", self.reduce_dim >= 0),
+                  ("sampled_candidates", self.sampled_candidates >= 0),
                   ("heads", self.heads >= 1 and self.fusion_dim % self.heads == 0),
                   ("fusion_dropout", 0.0 <= self.fusion_dropout < 1.0),
                   ("id_embeddings", self.id_embeddings or self.content))

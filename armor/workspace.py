@@ -17,6 +17,20 @@ if TYPE_CHECKING:
 
 EMBEDDINGS_FILE = "item_embeddings.parquet"
 METRICS_FILE = "metrics.json"
+# models/SPLIT/NAME holds a model trained with the run's first seed; NAME.seedS the same settings
+# trained with seed S (``armor train --seeds``); NAME~SLUG an ablation of NAME.
+SEED_MARK = ".seed"
+ABLATION_MARK = "~"
+
+
+def seed_name(name: str, seed: int) -> str:
+    return f"{name}{SEED_MARK}{seed}"
+
+
+def base_name(name: str) -> str:
+    """NAME of NAME.seedS (NAME itself otherwise)."""
+    head, mark, tail = name.rpartition(SEED_MARK)
+    return head if mark and tail.isdigit() else name
 
 
 @dataclasses.dataclass(frozen=True)

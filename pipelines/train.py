@@ -8,11 +8,19 @@ worker draws its slice of every global batch of co-liked pairs and embeddings ar
 negatives are mined from the global batch; in ARMoR-Graph each worker takes its slice of every
 global batch of (user, positive) pairs and the workers sum their gradients. Interaction models
 (BPR, LightGCN, ALS) train in one worker. With
---grid a model's hyperparameters are chosen on validation from a grid, in this process. Models
-with nothing to train (raw features, popularity, random) fit in this process. Early stopping
-and every choice use validation NDCG@10; test is never looked at here (`armor evaluate --on test`
-or the report does that, once). Outputs in WORKSPACE/models/NAME/: the model,
-item_embeddings.parquet and a FAISS index (embedding models), metrics.json.
+--trials N a model's settings are searched on validation over its registry search space, in this
+process (the same sampler and budget for every model: ``armor.training.search``). Models with
+nothing to train (raw features, popularity, random) fit in this process. Early stopping and every
+choice use validation NDCG@10; test is never looked at here (`armor evaluate --on test` or the
+report does that, once).
+
+Once validation has chosen the settings and the epoch count, the model is refit on train +
+validation with them for exactly that many epochs (no early stopping; --no-refit keeps the model
+trained on train), so that at test time every model has seen the same positives. With --seeds the
+chosen settings are refit once per seed. Outputs in WORKSPACE/models/SPLIT/NAME/ (NAME.seedS for
+every seed after the first; NAME~fold-in, with --keep-fold-in, for the model trained on train
+alone): the model, item_embeddings.parquet and a FAISS index (embedding models), metrics.json
+(the settings it was trained with, the search, validation scores, epochs).
 """
 
 from __future__ import annotations
@@ -27,17 +35,20 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from armor.config import setting
 from armor.models.registry import MODELS, SECTIONS, ModelSettings
+from armor.workspace import seed_name
 from pipelines.cli import add_common, add_dataclass_arguments, dataclass_from_args, stage_main
 from pipelines.tracking import Tracking, add_tracking_arguments, stage_run, tracking_from_args
 
 if TYPE_CHECKING:
     import ray.train
+    import scipy.sparse as sp
 
     from armor.data.benchmark import Benchmark
+    from armor.data.splits import SplitData
     from armor.models.base import Recommender
 
 log = logging.getLogger("armor.train")
@@ -57,16 +68,37 @@ class TrainJob:
     split: str = setting("random", "split name under WORKSPACE/splits")
     settings: ModelSettings = ModelSettings()
     features_dir: str | None = setting(None, "feature store (default WORKSPACE/features)")
-    grid: Literal["default", "small"] | None = setting(None, "choose hyperparameters on validation from a grid")
+    trials: int = setting(0, "search this many points of the model's search space on validation (0: train at "
+                             "the given settings)")
+    space: str = setting("default", "which of the model's registry search spaces --trials searches")
+    seeds: tuple[int, ...] | None = setting(None, "refit the chosen settings once per seed (the first seed also "
+                                                  "searches; default: --seed); seed S after the first is saved as "
+                                                  "NAME.seedS")
+    refit: bool = setting(True, "keep the model trained on train instead of refitting it on train + validation "
+                                "for the epoch count validation chose")
+    keep_fold_in: bool = setting(False, "also save the model trained on train alone as NAME~fold-in (an ablation: "
+                                        "it folds the validation positives in only at test time)")
     name: str | None = setting(None, "output name under WORKSPACE/models (default: the model)")
+    # A refit's fixed epoch count: train on train + validation for exactly this many epochs.
+    refit_epochs: int | None = None
     # Chaos testing: kill this rank's process once, right after it reports this epoch.
     kill_rank_after_epoch: tuple[int, int] | None = None
     kill_marker: str | None = None
 
     def __post_init__(self) -> None:
+        from armor.errors import ConfigError
         from armor.models.registry import spec
 
-        spec(self.model)
+        entry = spec(self.model)
+        if self.trials < 0:
+            raise ConfigError(f"--trials: must be >= 0, got {self.trials}")
+        if self.trials:
+            entry.space(self.space)
+        if self.seeds is not None and (not self.seeds or len(set(self.seeds)) != len(self.seeds)):
+            raise ConfigError(f"--seeds: give distinct seeds, got {self.seeds}")
+
+    def with_seed(self, seed: int) -> TrainJob:
+        return dataclasses.replace(self, settings=self.settings.with_seed(seed))
 
     @property
     def output(self) -> str:
@@ -92,12 +124,21 @@ def load_job_data(job: TrainJob) -> Benchmark:
 
 
 def build(job: TrainJob, bench: Benchmark, device: str = "cpu") -> Recommender:
+    """The job's model, from its settings and the catalogue's features alone: what the split held
+    out is never passed on (a movie is new to a model when its training matrix has no positive)."""
     from armor.models.registry import build_model
 
-    # Movies the split held out of the whole training log (the item cold start) are new to the model.
-    unrated = bench.split.unrated_items
-    new_items = bench.data.item_index(unrated) if unrated.size else None
-    return build_model(job.model, job.settings, bench.features, bench.present, device=device, new_items=new_items)
+    return build_model(job.model, job.settings, bench.features, bench.present, device=device)
+
+
+def training_data(job: TrainJob, bench: Benchmark) -> tuple[sp.csr_matrix, SplitData | None, int | None]:
+    """(training matrix, data to validate on, fixed epoch count): train, early-stopped on validation;
+    or, for a refit, train + validation for ``refit_epochs`` with no validation."""
+    from armor.eval.protocol import profile
+
+    if job.refit_epochs is None:
+        return bench.data.train, bench.data, None
+    return profile(bench.data, "test"), None, job.refit_epochs
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -115,7 +156,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     bench = load_job_data(job)
     model = build(job, bench, device=str(ray.train.torch.get_device()))
-    trainer = Trainer(model, bench.data.train, data=bench.data, rank=rank, world_size=world)
+    train, data, epochs = training_data(job, bench)
+    trainer = Trainer(model, train, data=data, rank=rank, world_size=world, epochs=epochs)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -179,44 +221,131 @@ def train(job: TrainJob, placement: Placement = Placement(), tracking: Tracking 
             run.log_epoch_metrics([h for h in summary["history"] if "epoch" in h])
             run.log_metrics({f"val_{k}": v for k, v in summary["valid"].items()})
             run.log_metrics({"train_seconds": summary["seconds"], "catalogue": summary["catalogue"]})
-            run.log_artifacts(Path(job.workspace) / "models" / job.output, artifact_path="model_dir")
+            for output in summary["outputs"]:  # NAME as model_dir; each further seed as model_dir.seedS
+                run.log_artifacts(Path(job.workspace) / "models" / output,
+                                  artifact_path="model_dir" + output[len(job.output):])
             summary["mlflow_run_id"] = run.run_id
     return summary
 
 
 def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
+    """Select on validation (search or early stopping), then refit per seed; returns the first
+    seed's summary (each model's own is in its metrics.json)."""
     from armor.config import EvalConfig
-    from armor.data.splits import catalogue_digest
     from armor.eval.protocol import evaluate
-    from armor.models.base import TrainableRecommender, load_recommender
-    from armor.training.trainer import fit
+    from armor.models.registry import MODELS
+
+    bench = load_job_data(job)
+    first = job.with_seed(job.seeds[0]) if job.seeds else job
+    started = time.monotonic()
+    selected, chosen, search = _select(first, bench, placement)
+    select_seconds = time.monotonic() - started
+    valid = evaluate(selected, bench.data, "valid", EvalConfig(bootstrap=0), name=job.output, progress=True)
+    epochs = selected.best_epoch if selected.history else None
+    summary = {"model": job.model, "split": job.split, "valid": {k: round(v, 6) for k, v in valid.means.items()},
+               "settings": chosen.settings.of_sections(MODELS[job.model].configs), "search": search,
+               "history": list(selected.history), "best_epoch": selected.best_epoch,
+               "epochs_run": len(selected.history),
+               "epoch_cap": _epoch_cap(selected), "select_seconds": round(select_seconds, 1),
+               "catalogue": bench.data.n_items, "excluded_movies": bench.excluded_movies,
+               "config": dataclasses.asdict(chosen)}
+    if job.keep_fold_in:
+        _write(selected, bench, {**summary, "seconds": round(select_seconds, 1), "refit": None},
+               job, f"{job.output}{FOLD_IN}")
+    summaries = []
+    # A model with no seed trains the same way whatever the seed: once is enough.
+    seeds = (job.seeds or (None,)) if has_seed(job.model) else (job.seeds or (None,))[:1]
+    summary["deterministic"] = not has_seed(job.model)
+    for index, seed in enumerate(seeds):
+        seeded = chosen if index == 0 else chosen.with_seed(seed)
+        output = job.output if index == 0 else seed_name(job.output, seed)
+        began = time.monotonic()
+        if job.refit:
+            final, refit = _refit(seeded, bench, placement, epochs), {"on": "train+valid", "epochs": epochs}
+        else:
+            final, refit = (selected, None) if index == 0 else (_select(seeded, bench, placement)[0], None)
+        seconds = time.monotonic() - began + (select_seconds if index == 0 else 0.0)
+        summaries.append({**summary, "name": output, "seed": seed, "refit": refit, "seconds": round(seconds, 1),
+                          "settings": seeded.settings.of_sections(MODELS[job.model].configs),
+                          "config": dataclasses.asdict(seeded)})
+        _write(final, bench, summaries[-1], job, output)
+    return {**summaries[0], "outputs": [s["name"] for s in summaries]}
+
+
+FOLD_IN = "~fold-in"
+
+
+def has_seed(model: str) -> bool:
+    """Whether a seed changes what ``model`` learns (one of its settings sections has a seed)."""
+    from armor.models.registry import MODELS
+
+    return any("seed" in {f.name for f in dataclasses.fields(cls)} for cls in MODELS[model].configs.values())
+
+
+def _write(model: Recommender, bench: Benchmark, summary: dict[str, Any], job: TrainJob, output: str) -> None:
+    from armor.data.splits import catalogue_digest
     from armor.workspace import Workspace, write_model
 
-    ws = Workspace(job.workspace)
-    bench = load_job_data(job)
-    started = time.monotonic()
+    summary = {**summary, "name": output, "catalogue_digest": catalogue_digest(bench.data.item_ids)}
+    write_model(model, bench.data.item_ids, summary, Workspace(job.workspace).models / output)
+
+
+def _epoch_cap(model: Recommender) -> int | None:
+    from armor.models.base import TrainableRecommender
+
+    return model.schedule().epochs if isinstance(model, TrainableRecommender) else None
+
+
+def _select(job: TrainJob, bench: Benchmark, placement: Placement) -> tuple[Recommender, TrainJob, dict | None]:
+    """(the model chosen on validation, trained on train; the job at its chosen settings; the search)."""
+    from armor.models.base import TrainableRecommender, load_recommender
+    from armor.training.trainer import fit
+
+    if job.trials:
+        return _search(job, bench)
     model = build(job, bench)
-    last_report: dict[str, Any] = {}
-    grid: dict[str, Any] | None = None
-    if job.grid is not None:
-        model, grid = _grid_search(job, bench)
-    elif placement.local or not isinstance(model, TrainableRecommender):
-        model = fit(model, bench.data.train, data=bench.data)
-    else:
-        result = fit_on_ray(job, placement, storage=ws.root / "ray_results")
-        with result.checkpoint.as_directory() as directory:
-            model = load_recommender(Path(directory) / MODEL_DIR)
-        last_report = dict(result.metrics or {})
-    seconds = time.monotonic() - started
-    valid = evaluate(model, bench.data, "valid", EvalConfig(bootstrap=0), name=job.output, progress=True)
-    summary = {"name": job.output, "model": job.model, "split": job.split, "seconds": round(seconds, 1),
-               "valid": {k: round(v, 6) for k, v in valid.means.items()}, "history": list(model.history),
-               "best_epoch": model.best_epoch, "grid": grid, "last_report": last_report,
-               "catalogue": bench.data.n_items, "catalogue_digest": catalogue_digest(bench.data.item_ids),
-               "excluded_movies": bench.excluded_movies,
-               "config": dataclasses.asdict(job)}
-    write_model(model, bench.data.item_ids, summary, ws.models / job.output)
-    return summary
+    if placement.local or not isinstance(model, TrainableRecommender):
+        return fit(model, bench.data.train, data=bench.data), job, None
+    result = fit_on_ray(job, placement, storage=Path(job.workspace) / "ray_results")
+    with result.checkpoint.as_directory() as directory:
+        return load_recommender(Path(directory) / MODEL_DIR), job, None
+
+
+def _refit(job: TrainJob, bench: Benchmark, placement: Placement, epochs: int | None) -> Recommender:
+    """The model at ``job``'s settings fitted on train + validation: for ``epochs`` epochs (no early
+    stopping) when it trains over epochs, in one call otherwise."""
+    from armor.eval.protocol import profile
+    from armor.models.base import TrainableRecommender, load_recommender
+    from armor.training.trainer import fit
+
+    model = build(job, bench)
+    if not isinstance(model, TrainableRecommender) or placement.local:
+        return fit(model, profile(bench.data, "test"), epochs=epochs)
+    result = fit_on_ray(dataclasses.replace(job, refit_epochs=epochs), placement,
+                        storage=Path(job.workspace) / "ray_results")
+    with result.checkpoint.as_directory() as directory:
+        return load_recommender(Path(directory) / MODEL_DIR)
+
+
+def _search(job: TrainJob, bench: Benchmark) -> tuple[Recommender, TrainJob, dict[str, Any]]:
+    """``job.trials`` points of the model's search space, each fitted on train and early-stopped on
+    validation, in this process; the best by validation NDCG@10 wins."""
+    from armor.models.registry import MODELS
+    from armor.training import search, selection
+
+    space = MODELS[job.model].space(job.space)
+    seed = next((job.settings[section].seed for section in MODELS[job.model].configs
+                 if hasattr(job.settings[section], "seed")), 0)
+    points = search.sample_points(space, job.trials, seed)
+    chosen, model, table = selection.search(lambda point: build(_at(job, point), bench), points, bench.data)
+    log.info("%s search (%d trials): chose %s", job.model, job.trials, chosen)
+    return model, _at(job, chosen), {"space_name": job.space, "space": search.describe_space(space),
+                                     "trials": job.trials, "table": table, "chosen": chosen,
+                                     "at_edge": search.at_edge(space, chosen)}
+
+
+def _at(job: TrainJob, point: dict[str, Any]) -> TrainJob:
+    return dataclasses.replace(job, settings=job.settings.apply(point))
 
 
 def run_name(job: TrainJob, workers: int) -> str:
@@ -300,7 +429,8 @@ def settings_from_args(args: argparse.Namespace, sections: tuple[str, ...] = tup
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_dataclass_arguments(parser, TrainJob, exclude=("settings", "kill_rank_after_epoch", "kill_marker"),
+    add_dataclass_arguments(parser, TrainJob, exclude=("settings", "kill_rank_after_epoch", "kill_marker",
+                                                       "refit_epochs"),
                             required=("workspace", "model"), choices={"model": list(MODELS)})
     add_dataclass_arguments(parser.add_argument_group("where it runs"), Placement)
     add_settings_arguments(parser)
@@ -310,7 +440,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def job_from_args(args: argparse.Namespace) -> TrainJob:
     return dataclass_from_args(TrainJob, args, settings=settings_from_args(args),
-                               workspace=str(args.workspace), kill_rank_after_epoch=None, kill_marker=None)
+                               workspace=str(args.workspace), kill_rank_after_epoch=None, kill_marker=None,
+                               refit_epochs=None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -45,8 +45,6 @@ class ALSConfig:
                 raise ConfigError(f"als.{name}: out of range, got {getattr(self, name)}")
 
 
-DEFAULT_GRID: dict[str, list[Any]] = {"factors": [64, 128], "regularization": [0.01, 0.1], "alpha": [1.0, 10.0]}
-
 
 class ALS(TrainableRecommender):
     name = "als"

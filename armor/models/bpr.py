@@ -35,18 +35,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A small grid that is sensible on ML-100K / ML-1M (about 1k-6k users, 1.7k-3.7k items).
-# Iterations are an upper bound: early stopping on validation picks the count. Measured on ML-100K
+# What shaped BPR's search space (armor.models.registry). Iterations are an upper bound: early
+# stopping on validation picks the count. Measured on ML-100K
 # (random 80/10/10): validation NDCG@10 peaks after ~50-250 iterations and then falls as BPR
 # overfits; learning rates >= 0.05 overshoot (peak 0.10-0.14 against 0.16 at 0.005-0.01), below
 # 0.005 the loss sits on a popularity-like plateau for ~100 iterations before it personalises
 # (hence a patience of 10 evaluations); small regularisation wins, factors matter little.
-DEFAULT_GRID: dict[str, list[Any]] = {
-    "factors": [64, 128],
-    "learning_rate": [0.005, 0.01, 0.02],
-    "regularization": [0.001, 0.01],
-    "iterations": [500],
-}
 
 
 def _has_cuda() -> bool:

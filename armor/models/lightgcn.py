@@ -44,17 +44,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A small grid that is sensible on ML-100K / ML-1M. Epochs are an upper bound chosen by early
+# What shaped LightGCN's search space (armor.models.registry). Epochs are an upper bound chosen by early
 # stopping. The authors' lr of 1e-3 needs hundreds of epochs on MovieLens-sized data (on ML-100K,
 # validation NDCG@10 was still 0.14 and rising after 40 epochs); 5e-3 and 1e-2 reach 0.19-0.20
 # within 30-100 epochs. Regularisation and depth are what is left to choose.
-DEFAULT_GRID: dict[str, list[Any]] = {
-    "dim": [64],
-    "layers": [2, 3],
-    "lr": [5e-3, 1e-2],
-    "reg": [1e-4, 1e-3],
-    "epochs": [300],
-}
 
 # The authors' initialisation (normal with std 0.1).
 INIT_STD = 0.1

@@ -51,10 +51,6 @@ class EASEConfig:
             raise ConfigError(f"ease.l2: must be > 0, got {self.l2}")
 
 
-# Validation grids (ML-100K / ML-1M sized catalogues).
-ITEMKNN_GRID: dict[str, list[Any]] = {"k": [20, 50, 100, 200, 400]}
-EASE_GRID: dict[str, list[Any]] = {"l2": [50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0]}
-
 
 def _as(cls: type, config: Any) -> Any:
     if config is None:

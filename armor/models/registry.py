@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 from armor.config import ArmorGraphConfig, BPRConfig, FusionConfig, LightGCNConfig, TrainConfig, from_dict
 from armor.errors import ConfigError, DataError
 from armor.models.base import Recommender
+from armor.training.search import Space, choice, log_uniform, uniform
 
 FAMILIES = ("content", "interaction", "hybrid", "reference")
 
@@ -35,7 +36,6 @@ class BuildContext:
     features: Mapping[str, np.ndarray] | None = None
     present: Mapping[str, np.ndarray] | None = None
     device: str = "cpu"
-    new_items: np.ndarray | None = None  # catalogue columns of movies with no rating in the training log
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,21 +49,19 @@ class ModelSpec:
     configs: Mapping[str, type] = dataclasses.field(default_factory=dict)  # section -> config class
     paper_row: str | None = None  # its row in the paper's Table 1, if any
     data_parallel: bool = False  # trains with several Ray Train workers
-    # Validation grids over the fields of ``grid_section``: "default" names a module's DEFAULT_GRID
-    # (imported only when asked for), "small" is a quick one.
-    default_grid: str | None = None
-    small_grid: Mapping[str, Sequence[Any]] = dataclasses.field(default_factory=dict)
-    grid_section: str | None = None
+    # Named search spaces over "section.field" settings (``armor.training.search``): "default" is
+    # what `armor train --trials N` and the benchmark search, with the same budget for every model.
+    spaces: Mapping[str, Space] = dataclasses.field(default_factory=dict)
 
-    def grid(self, which: str) -> Mapping[str, Sequence[Any]]:
-        if self.grid_section is None or which not in ("default", "small"):
-            raise ConfigError(f"--grid {which}: {self.name} has no validation grid"
-                              + ("" if self.grid_section is None else "; choose default or small"))
-        if which == "small":
-            return self.small_grid
-        assert self.default_grid is not None
-        module, _, attribute = self.default_grid.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+    def space(self, which: str = "default") -> Space:
+        if which not in self.spaces:
+            known = ", ".join(self.spaces) or "none: it has no setting to tune"
+            raise ConfigError(f"--space {which}: {self.name} has no such search space (known: {known})")
+        return self.spaces[which]
+
+    @property
+    def tunable(self) -> bool:
+        return bool(self.spaces)
 
 
 def _fused(variant: str) -> Callable[[BuildContext], Recommender]:
@@ -116,14 +114,20 @@ def _als(ctx: BuildContext) -> Recommender:
 def _armor_graph(ctx: BuildContext) -> Recommender:
     from armor.models.graph_hybrid import GraphHybrid
 
-    return GraphHybrid(ctx.settings["armor_graph"], ctx.features, ctx.present, new_items=ctx.new_items,
-                       device=ctx.device, num_threads=1 if ctx.device == "cpu" else None)
+    return GraphHybrid(ctx.settings["armor_graph"], ctx.features, ctx.present, device=ctx.device,
+                       num_threads=1 if ctx.device == "cpu" else None)
 
 
 def _popularity(ctx: BuildContext) -> Recommender:
     from armor.models.baselines import Popularity
 
     return Popularity()
+
+
+def _new_first(ctx: BuildContext) -> Recommender:
+    from armor.models.baselines import NewFirst
+
+    return NewFirst()
 
 
 def _random(ctx: BuildContext) -> Recommender:
@@ -151,50 +155,65 @@ _CONTENT = {"fusion": FusionConfig, "train": TrainConfig}
 def _config(module: str, name: str) -> type:
     """A config class that lives beside its model (imported for the flags and job data it types)."""
     return getattr(importlib.import_module(module), name)
-# Small grids for a quick, still validation-chosen, run (the demo); "default" grids are in the modules.
-_BPR_SMALL = {"factors": [64], "learning_rate": [0.005, 0.02], "regularization": [0.001], "iterations": [300]}
-_LIGHTGCN_SMALL = {"dim": [64], "layers": [3], "lr": [5e-3], "reg": [1e-3], "epochs": [150]}
-_ITEMKNN_SMALL = {"k": [50, 200]}
-_EASE_SMALL = {"l2": [100.0, 250.0, 500.0, 1000.0]}
-_ALS_SMALL = {"factors": [64], "regularization": [0.01, 0.1], "alpha": [1.0, 10.0]}
-_ARMOR_GRAPH_SMALL = {"layers": [2], "lr": [1e-2], "epochs": [150]}
+# Search spaces (``armor.training.search``). Epoch counts are not searched: early stopping on
+# validation picks them under a cap. Ranges are wide enough that a chosen value at an end is rare;
+# the report flags one that is.
+_CONTENT_SPACE: Space = {"train.lr": log_uniform(2e-4, 5e-3), "train.margin": uniform(0.05, 0.6),
+                         "fusion.out_dim": choice(64, 128, 256)}
+_SPACES: dict[str, dict[str, Space]] = {
+    "content": {"default": _CONTENT_SPACE},
+    "bpr": {"default": {"bpr.learning_rate": log_uniform(1e-3, 1e-1), "bpr.regularization": log_uniform(1e-5, 1e-1),
+                        "bpr.factors": choice(32, 64, 128)}},
+    "lightgcn": {"default": {"lightgcn.lr": log_uniform(1e-3, 5e-2), "lightgcn.reg": log_uniform(1e-6, 1e-1),
+                             "lightgcn.layers": choice(1, 2, 3)}},
+    "itemknn": {"default": {"itemknn.k": log_uniform(5, 1500, integer=True)}},
+    "als": {"default": {"als.factors": choice(32, 64, 128), "als.regularization": log_uniform(1e-3, 10.0),
+                        "als.alpha": log_uniform(0.3, 100.0)}},
+    "ease": {"default": {"ease.l2": log_uniform(5.0, 20000.0)}},
+    # "cold-path": the two settings that shape only the content path (see ArmorGraphConfig), searched
+    # on the item cold-start split's validation movies; "default" searches them with the rest.
+    "armor-graph": {"default": {"armor_graph.lr": log_uniform(1e-3, 5e-2), "armor_graph.reg": log_uniform(1e-7, 1e-2),
+                                "armor_graph.temperature": uniform(0.05, 0.6), "armor_graph.layers": choice(1, 2, 3),
+                                "armor_graph.align_temperature": log_uniform(0.1, 10.0),
+                                "armor_graph.fusion_dropout": uniform(0.0, 0.6)},
+                    "cold-path": {"armor_graph.align_temperature": log_uniform(0.05, 10.0),
+                                  "armor_graph.fusion_dropout": uniform(0.0, 0.6)}},
+}
 
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("text", "content", "Text-only (raw features)", True, _raw("text"),
               "armor.models.content:FeatureModel", paper_row="text"),
     ModelSpec("text-projected", "content", "Text-only (trained projection)", True, _projected("text"),
-              "armor.models.content:ProjectedFeatureModel", _CONTENT),
+              "armor.models.content:ProjectedFeatureModel", _CONTENT, spaces=_SPACES["content"]),
     ModelSpec("image", "content", "Image-only (raw features)", True, _raw("image"),
               "armor.models.content:FeatureModel", paper_row="image"),
     ModelSpec("image-projected", "content", "Image-only (trained projection)", True, _projected("image"),
-              "armor.models.content:ProjectedFeatureModel", _CONTENT),
+              "armor.models.content:ProjectedFeatureModel", _CONTENT, spaces=_SPACES["content"]),
     ModelSpec("fused-paper", "content", "Fused, paper's attention (eqs. 4.2-4.6)", True, _fused("paper"),
-              "armor.models.content:FusionRecommender", _CONTENT, paper_row="fused", data_parallel=True),
+              "armor.models.content:FusionRecommender", _CONTENT, paper_row="fused", data_parallel=True,
+              spaces=_SPACES["content"]),
     ModelSpec("fused", "content", "Fused, full attention (ours)", True, _fused("full"),
-              "armor.models.content:FusionRecommender", _CONTENT, data_parallel=True),
+              "armor.models.content:FusionRecommender", _CONTENT, data_parallel=True,
+              spaces=_SPACES["content"]),
     ModelSpec("bpr", "interaction", "BPR", False, _bpr, "armor.models.bpr:BPR", {"bpr": BPRConfig},
-              paper_row="bpr", default_grid="armor.models.bpr:DEFAULT_GRID", small_grid=_BPR_SMALL, grid_section="bpr"),
+              paper_row="bpr", spaces=_SPACES["bpr"]),
     ModelSpec("lightgcn", "interaction", "LightGCN", False, _lightgcn, "armor.models.lightgcn:LightGCN",
-              {"lightgcn": LightGCNConfig}, paper_row="lightgcn",
-              default_grid="armor.models.lightgcn:DEFAULT_GRID", small_grid=_LIGHTGCN_SMALL, grid_section="lightgcn"),
+              {"lightgcn": LightGCNConfig}, paper_row="lightgcn", spaces=_SPACES["lightgcn"]),
     ModelSpec("itemknn", "interaction", "ItemKNN (cosine)", False, _itemknn, "armor.models.neighbors:ItemKNN",
-              {"itemknn": _config("armor.models.neighbors", "ItemKNNConfig")},
-              default_grid="armor.models.neighbors:ITEMKNN_GRID", small_grid=_ITEMKNN_SMALL, grid_section="itemknn"),
+              {"itemknn": _config("armor.models.neighbors", "ItemKNNConfig")}, spaces=_SPACES["itemknn"]),
     ModelSpec("als", "interaction", "ALS (implicit)", False, _als, "armor.models.als:ALS",
-              {"als": _config("armor.models.als", "ALSConfig")},
-              default_grid="armor.models.als:DEFAULT_GRID", small_grid=_ALS_SMALL, grid_section="als"),
+              {"als": _config("armor.models.als", "ALSConfig")}, spaces=_SPACES["als"]),
     ModelSpec("ease", "interaction", "EASE (Steck 2019)", False, _ease, "armor.models.neighbors:EASE",
-              {"ease": _config("armor.models.neighbors", "EASEConfig")},
-              default_grid="armor.models.neighbors:EASE_GRID", small_grid=_EASE_SMALL, grid_section="ease"),
+              {"ease": _config("armor.models.neighbors", "EASEConfig")}, spaces=_SPACES["ease"]),
     ModelSpec("armor-graph", "hybrid", "ARMoR-Graph (ours: graph + content graph + aligned content)", True,
               _armor_graph, "armor.models.graph_hybrid:GraphHybrid",
-              {"armor_graph": ArmorGraphConfig},
-              default_grid="armor.models.graph_hybrid:DEFAULT_GRID", small_grid=_ARMOR_GRAPH_SMALL,
-              grid_section="armor_graph", data_parallel=True),
+              {"armor_graph": ArmorGraphConfig}, spaces=_SPACES["armor-graph"], data_parallel=True),
     ModelSpec("popularity", "reference", "Popularity", False, _popularity, "armor.models.baselines:Popularity"),
     ModelSpec("random", "reference", "Random", False, _random, "armor.models.baselines:RandomRanker",
               {"train": TrainConfig}),
+    ModelSpec("new-first", "reference", "New first, random order (knows only which movies lack a training positive)",
+              False, _new_first, "armor.models.baselines:NewFirst"),
 )}
 
 
@@ -246,6 +265,20 @@ class ModelSettings:
         """A copy with ``changes`` applied to ``section`` (validated by its dataclass)."""
         return ModelSettings({**self.sections, section: dataclasses.replace(self[section], **changes)})
 
+    def apply(self, point: Mapping[str, Any]) -> ModelSettings:
+        """A copy with a search point's "section.field" values applied (validated by the dataclasses)."""
+        from armor.training.search import split_key
+
+        out = self
+        for key, value in point.items():
+            section, field = split_key(key)
+            out = out.replace(section, **{field: value})
+        return out
+
+    def of_sections(self, sections: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The settings of ``sections`` as plain dicts (what a saved model records it was trained with)."""
+        return {section: dataclasses.asdict(self[section]) for section in sections}
+
     def with_seed(self, seed: int) -> ModelSettings:
         """Every section that has a ``seed``, seeded with ``seed``."""
         out = dict(self.sections)
@@ -265,13 +298,16 @@ class ModelSettings:
 
 
 def build_model(name: str, settings: ModelSettings | None = None, features: Mapping[str, np.ndarray] | None = None,
-                present: Mapping[str, np.ndarray] | None = None, device: str = "cpu",
-                new_items: np.ndarray | None = None) -> Recommender:
-    """A fresh, unfitted model ``name`` (features aligned with the catalogue's items when it needs them)."""
+                present: Mapping[str, np.ndarray] | None = None, device: str = "cpu") -> Recommender:
+    """A fresh, unfitted model ``name`` (features aligned with the catalogue's items when it needs them).
+
+    Settings, features and a device are all a model is built from; it learns from the training
+    matrix it is fitted on. Nothing tells it what a split held out: a movie is new to a model when
+    its training matrix has no positive for it."""
     entry = spec(name)
     if entry.needs_features and features is None:
         raise ConfigError(f"--model {name} ranks by item content and needs the feature store: run `armor encode`")
-    model = entry.build(BuildContext(settings or ModelSettings(), features, present, device, new_items))
+    model = entry.build(BuildContext(settings or ModelSettings(), features, present, device))
     assert model.name == name, f"registry entry {name!r} built a model named {model.name!r}"
     return model
 

@@ -1,4 +1,4 @@
-"""Model selection on validation only: the early-stopping score and a small exhaustive grid search.
+"""Model selection on validation only: the early-stopping score and the search over given points.
 
 Everything that picks a hyperparameter, an epoch or a model goes through ``selection_score``,
 which can only evaluate the validation split. Test is for reporting, once, after selection.
@@ -67,18 +67,25 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 def grid_search(build: Callable[[dict[str, Any]], Recommender], grid: Mapping[str, Sequence[Any]],
                 data: SplitData, eval_config: EvalConfig | None = None,
                 metric: str = SELECT_METRIC) -> tuple[dict[str, Any], Recommender, list[dict[str, Any]]]:
-    """Fit ``build(params)`` for every point of ``grid`` and keep the best by validation ``metric``.
+    """``search`` over every point of ``grid``."""
+    return search(build, grid_points(grid), data, eval_config, metric)
 
-    Returns ``(best_params, best_model, table)``; ``table`` has one row per point, in grid order,
-    with the params, the validation score, the fit time and, for trained models, the early-stopped
-    epoch. Ties go to the earlier grid point. Test is never evaluated.
+
+def search(build: Callable[[dict[str, Any]], Recommender], points: Sequence[Mapping[str, Any]],
+           data: SplitData, eval_config: EvalConfig | None = None,
+           metric: str = SELECT_METRIC) -> tuple[dict[str, Any], Recommender, list[dict[str, Any]]]:
+    """Fit ``build(params)`` for every point and keep the best by validation ``metric``.
+
+    Returns ``(best_params, best_model, table)``; ``table`` has one row per point, in order, with
+    the params, the validation score, the fit time and, for trained models, the early-stopped
+    epoch and the epochs run. Ties go to the earlier point. Test is never evaluated.
     """
     from armor.training.trainer import fit
 
     eval_config = eval_config or EvalConfig()
     best: tuple[float, dict[str, Any], Recommender] | None = None
     table: list[dict[str, Any]] = []
-    for params in grid_points(grid):
+    for params in points:
         started = time.perf_counter()
         model = fit(build(dict(params)), data.train, data=data, eval_config=eval_config)
         fit_s = time.perf_counter() - started
@@ -86,11 +93,12 @@ def grid_search(build: Callable[[dict[str, Any]], Recommender], grid: Mapping[st
         row: dict[str, Any] = {**params, f"valid_{metric}": score, "fit_s": round(fit_s, 3)}
         if getattr(model, "best_epoch", None) is not None:
             row["best_epoch"] = model.best_epoch
+            row["epochs_run"] = len(model.history)
         table.append(row)
-        log.info("grid %s: valid %s %.4f (%.1fs)", params, metric, score, fit_s)
+        log.info("search %s: valid %s %.4f (%.1fs)", params, metric, score, fit_s)
         if np.isfinite(score) and (best is None or score > best[0]):
             best = (score, dict(params), model)
     if best is None:
-        raise DataError(f"grid search: no configuration gave a finite validation {metric}; "
+        raise DataError(f"search: no configuration gave a finite validation {metric}; "
                         "is the validation split empty?")
     return best[1], best[2], table

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -91,13 +92,18 @@ class Trainer:
     """Trains one ``TrainableRecommender`` an epoch at a time; see the module docstring."""
 
     def __init__(self, model: TrainableRecommender, train: sp.csr_matrix, data: SplitData | None = None,
-                 eval_config: EvalConfig | None = None, *, rank: int = 0, world_size: int = 1, progress: bool = True):
+                 eval_config: EvalConfig | None = None, *, rank: int = 0, world_size: int = 1, progress: bool = True,
+                 epochs: int | None = None):
         train = sp.csr_matrix(train, dtype=np.float32)
         if data is not None and data.train.shape != train.shape:
             raise OrientationError(f"train has shape {train.shape} but the split is {data.train.shape}; every "
                                    "model expects a user x item matrix: was it transposed?")
         self.model, self.rank, self.world_size = model, rank, world_size
         self.schedule = model.schedule()
+        if epochs is not None:  # a refit: the epoch count validation chose, no early stopping
+            if data is not None:
+                raise ValueError("a fixed epoch count means no validation: pass data=None")
+            self.schedule = dataclasses.replace(self.schedule, epochs=int(epochs))
         self.validates = data is not None
         self.data = data if rank == 0 else None
         self.eval_config = eval_config
@@ -233,11 +239,13 @@ def _broadcast(value: float | None, world_size: int) -> float:
 
 
 def fit(model: Recommender, train: sp.csr_matrix, valid: sp.csr_matrix | None = None, *,
-        data: SplitData | None = None, eval_config: EvalConfig | None = None) -> Recommender:
+        data: SplitData | None = None, eval_config: EvalConfig | None = None,
+        epochs: int | None = None) -> Recommender:
     """Fit any model: trainable ones through the ``Trainer`` (early-stopped on ``data``'s validation
-    part, or on ``valid`` alone), the others in one call. ``data.test`` is never read."""
+    part, or on ``valid`` alone; or, with ``epochs``, for exactly that many epochs and no
+    validation), the others in one call. ``data.test`` is never read."""
     if not isinstance(model, TrainableRecommender):
         return model.fit(train)
     if data is None and valid is not None:
         data = validation_data(sp.csr_matrix(train), sp.csr_matrix(valid))
-    return Trainer(model, train, data, eval_config).fit()
+    return Trainer(model, train, data, eval_config, epochs=epochs).fit()
