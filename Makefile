@@ -13,7 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint venv bench bench-scale clean help
+.PHONY: demo benchmark test lint venv bench bench-scale clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -29,6 +29,13 @@ $(STAMP): pyproject.toml Makefile
 
 demo: $(STAMP)  ## run the main job end to end on the embedded MovieLens-100K; writes runs/demo/
 	$(PY) -m pipelines demo --workspace runs/demo
+
+# The full benchmark: the demo's stages with equal budgets of BENCH_TRIALS validation trials per
+# trainable model, three training seeds, higher epoch caps and two models training at once.
+BENCH_TRIALS ?= 6
+benchmark: $(STAMP)  ## every model with equal tuning budgets and 3 seeds, both protocols and the cold start (~60 min); writes runs/benchmark/
+	$(PY) -m pipelines demo --workspace runs/benchmark --trials $(BENCH_TRIALS) --seeds 0 1 2 --no-sweep \
+	  --parallel 2 --content-epochs 40 --title "ARMoR benchmark"
 
 test: lint  ## lint, then run the whole test suite (slow tests included)
 	$(PY) -m pytest -q

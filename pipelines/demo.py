@@ -4,14 +4,16 @@ Stages: prepare the ratings; enrich the movies through a local TMDB-compatible s
 (stand-in content: no internet here) with the Ray Data scraper; encode overviews, posters and
 thumbnails on Ray Data; split the ratings over the multimodal catalogue under leave-one-out,
 random 80/10/10 and the item cold start; train every registered model on each protocol's split,
-early-stopped and tuned on that split's validation part (the fused model data-parallel on Ray
-Train on the 80/10/10 split); train the content models, and reference and quick interaction
-models to show they cannot place them, on the cold-start split; a small Tune sweep; register models in
-MLflow and answer a history from the registry; write the report (definitions, funnels, Table 1
-under both protocols with CIs, the cold-start table, figures) and name the best model per
-protocol. With --skip-scrape only the models that need no content run, on every movie. Rerunning
-resumes: movies already scraped or encoded are not redone, and every output is rewritten
-atomically.
+each searched with the same number of validation trials of its registry search space, early-stopped
+on that split's validation part, then refit on train + validation once per seed (the fused model
+data-parallel on Ray Train on the 80/10/10 split); train the content models, ARMoR-Graph, the
+reference rows and a few interaction models on the cold-start split; a small Tune sweep; register
+models in MLflow and answer a history from the registry; write the report (definitions, funnels,
+Table 1 under both protocols with CIs and seed spreads, tuning budgets, both cold-start settings,
+figures) and name the best model per protocol by validation. `make benchmark` is this job with the
+full budget (more trials, three seeds, models trained in parallel Ray tasks). With --skip-scrape
+only the models that need no content run, on every movie. Rerunning resumes: movies already scraped
+or encoded are not redone, and every output is rewritten atomically.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from armor.config import setting
 from pipelines.cli import add_common, add_dataclass_arguments, dataclass_from_args, stage_main
+from pipelines.train import Placement, TrainJob
 
 if TYPE_CHECKING:
     from armor.workspace import Workspace
@@ -51,9 +54,17 @@ class DemoJob:
     image_backbone: Literal["efficientnet-lite0", "resnet50"] = setting(
         "efficientnet-lite0", "resnet50 (the paper's) needs its ImageNet weights in torchvision's cache")
     workers: int = setting(2, "Ray Train workers for the fused model")
+    trials: int = setting(2, "validation trials of its search space per trainable model (the same for every one)")
+    seeds: tuple[int, ...] = setting((0,), "training seeds: the chosen settings are refit once per seed (with one "
+                                           "seed the report makes no 'better than' claims)")
+    sweep: bool = setting(True, "skip the Tune sweep and the registry step")
+    content_epochs: int = setting(15, "epoch cap of the content models (early stopping on validation picks the epoch)")
+    parallel: int = setting(1, "train this many models at once, as Ray tasks of one CPU each (1: one after another "
+                               "in this process, the fused model data-parallel on Ray Train)")
     models: tuple[str, ...] | None = setting(None, "train only these registered models (default: every one)")
     tracking: bool = setting(True, "do not log the stages to MLflow (the registry step still uses it)")
     query_title: str = setting("Star Wars (1977)", "query movie of the top-5 figure")
+    title: str = setting("ARMoR demo", "the report's title")
 
 
 def demo(job: DemoJob) -> Path:
@@ -76,13 +87,14 @@ def demo(job: DemoJob) -> Path:
             log.info("[2/7] %s", scrape_through_local_server(ws, job.scrape_rate))
             log.info("[3/7] %s", format_summary(encode(ws.root, EncodeConfig(image_backbone=job.image_backbone))))
         splits = make_splits(ws, job)
-        for protocol in job.protocols:
-            train_all(ws, protocol, job, models=names_to_train(job, cold=False))
-        if "random" in job.protocols and "armor-graph" in names_to_train(job, cold=False):
-            train_ablations(ws, "random", job)
+        units = [unit for protocol in job.protocols
+                 for unit in model_units(ws, protocol, job, names_to_train(job, cold=False))]
         if COLD_SPLIT in splits:
-            train_all(ws, COLD_SPLIT, job, models=names_to_train(job, cold=True))
-        if not job.skip_scrape:
+            units += model_units(ws, COLD_SPLIT, job, names_to_train(job, cold=True))
+        run_units(units, job)
+        if "random" in job.protocols and "armor-graph" in names_to_train(job, cold=False):
+            run_units(ablation_units(ws, "random", job), job)
+        if not job.skip_scrape and job.sweep:
             sweep_register_recommend(ws, job.seed)
         out = write_report(ws, job, cold=COLD_SPLIT in splits)
     log.info("demo finished in %.1f s", time.perf_counter() - started)
@@ -113,53 +125,103 @@ def names_to_train(job: DemoJob, cold: bool) -> tuple[str, ...]:
     names = [n for n, spec in MODELS.items()
              if not (job.skip_scrape and spec.needs_features) and (job.models is None or n in job.models)]
     if cold:
-        names = [n for n in names if MODELS[n].family != "interaction" or n in COLD_INTERACTION]
-    return tuple(names)
+        return tuple(n for n in names if MODELS[n].family != "interaction" or n in COLD_INTERACTION)
+    return tuple(n for n in names if n not in COLD_ONLY)
 
 
-# Interaction-only models trained on the cold-start split to show they cannot place its movies; the
-# slower graph model is left out to keep the demo within its time budget.
+# Interaction-only models trained on the cold-start split to show what ratings alone do with new
+# movies; the slower graph model is left out to keep the demo within its time budget.
 COLD_INTERACTION = ("bpr", "itemknn", "ease")
+# The flag-only reference knows which movies are new to the log: a row for the item cold start only.
+COLD_ONLY = ("new-first",)
+# The protocol whose models also keep their train-only ("fold-in only") variant as an ablation: under
+# leave-one-out the validation item is each user's latest positive, where the refit matters most.
+FOLD_IN_PROTOCOL = "loo"
 
 
-def train_all(ws: Workspace, split: str, job: DemoJob, models: tuple[str, ...]) -> None:
-    """Train ``models`` on ``split``, each early-stopped and (with a grid) tuned on its validation part.
-    Budgets are sized for the 2-core demo machine; `armor train` and `armor tune` take the full ones."""
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """One model to train on one split, and where (the fused model on 80/10/10 shows Ray Train)."""
+
+    job: TrainJob
+    placement: Placement
+    what: str = ""  # how the log line names it, when not by its model
+
+
+def model_units(ws: Workspace, split: str, job: DemoJob, models: tuple[str, ...]) -> list[Unit]:
+    """``models`` on ``split``: each tunable one searched with ``job.trials`` validation trials,
+    early-stopped on validation, then refit on train + validation once per seed."""
     from armor.config import FusionConfig, TrainConfig
     from armor.models.registry import MODELS, ModelSettings
-    from pipelines.tracking import Tracking
-    from pipelines.train import Placement, TrainJob, train
 
     settings = ModelSettings.of(fusion=FusionConfig(dim=128, out_dim=128, heads=4),
-                                train=TrainConfig(epochs=15, patience=4)).with_seed(job.seed)
+                                train=TrainConfig(epochs=job.content_epochs, patience=4)).with_seed(job.seeds[0])
+    units = []
     for name in models:
+        spec = MODELS[name]
         train_job = TrainJob(workspace=str(ws.root), split=split, model=name, settings=settings,
-                             grid="small" if MODELS[name].grid_section else None)
-        # The fused model on the 80/10/10 split shows the data-parallel path; the rest train here.
-        on_ray = name == "fused" and split == "random" and not job.skip_scrape
-        summary = train(train_job, Placement(workers=job.workers) if on_ray else Placement(local=True),
-                        Tracking(tracking=job.tracking))
-        log.info("[5/7] %s: trained %s in %.1f s, validation NDCG@10 %.4f", split, name, summary["seconds"],
-                 summary["valid"]["ndcg@10"])
+                             trials=job.trials if spec.tunable else 0, seeds=job.seeds,
+                             keep_fold_in=split == FOLD_IN_PROTOCOL and spec.family != "reference")
+        on_ray = name == "fused" and split == "random" and not job.skip_scrape and job.parallel == 1
+        units.append(Unit(train_job, Placement(workers=job.workers) if on_ray else Placement(local=True)))
+    return units
 
 
-def train_ablations(ws: Workspace, split: str, job: DemoJob) -> None:
-    """ARMoR-Graph with one part switched off at a time, at the settings its grid chose on ``split``'s
+def ablation_units(ws: Workspace, split: str, job: DemoJob) -> list[Unit]:
+    """ARMoR-Graph with one part switched off at a time, at the settings its search chose on ``split``'s
     validation (no new tuning), saved as armor-graph~SLUG for the report's ablation table."""
     import json
 
     from armor.models.graph_hybrid import ABLATIONS
     from armor.models.registry import ModelSettings
-    from pipelines.tracking import Tracking
-    from pipelines.train import Placement, TrainJob, train
 
-    chosen = json.loads((ws.models / split / "armor-graph" / "metrics.json").read_text())["grid"]["chosen"]
-    for slug, (what, off) in ABLATIONS.items():
-        settings = ModelSettings().with_seed(job.seed).replace("armor_graph", **{**chosen, **off})
-        summary = train(TrainJob(workspace=str(ws.root), split=split, model="armor-graph", settings=settings,
-                                 name=f"armor-graph~{slug}"), Placement(local=True), Tracking(tracking=job.tracking))
-        log.info("[5/7] %s: trained armor-graph %s in %.1f s, validation NDCG@10 %.4f", split, what,
-                 summary["seconds"], summary["valid"]["ndcg@10"])
+    chosen = json.loads((ws.models / split / "armor-graph" / "metrics.json").read_text())["settings"]["armor_graph"]
+    return [Unit(TrainJob(workspace=str(ws.root), split=split, model="armor-graph", name=f"armor-graph~{slug}",
+                          settings=ModelSettings().replace("armor_graph", **{**chosen, **off}).with_seed(job.seeds[0])),
+                 Placement(local=True), what=f"armor-graph {what}")
+            for slug, (what, off) in ABLATIONS.items()]
+
+
+def run_units(units: list[Unit], job: DemoJob) -> None:
+    """Train every unit: in this process one after another, or with ``job.parallel`` > 1 as Ray tasks
+    of one CPU each (each trains with one torch thread), the costliest first."""
+    from armor.models.registry import MODELS
+
+    if job.parallel <= 1 or len(units) < 2:
+        for unit in units:
+            _log_trained(unit, train_unit(unit, job.tracking))
+        return
+    import ray
+
+    from pipelines.ray_utils import ray_session
+
+    order = sorted(units, key=lambda u: COSTLIEST.index(u.job.model) if u.job.model in COSTLIEST
+                   else len(COSTLIEST) + list(MODELS).index(u.job.model))
+    with ray_session():
+        remote = ray.remote(num_cpus=1)(train_unit).options(max_retries=1)
+        pending = {remote.remote(unit, job.tracking): unit for unit in order}
+        done = 0
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            unit = pending.pop(ready[0])
+            done += 1
+            _log_trained(unit, ray.get(ready[0]), f" ({done}/{len(order)})")
+
+
+# Longest to train first, so that two parallel lanes finish together.
+COSTLIEST = ("armor-graph", "fused", "fused-paper", "image-projected", "text-projected", "lightgcn", "bpr", "als")
+
+
+def train_unit(unit: Unit, tracking: bool) -> dict[str, Any]:
+    from pipelines.tracking import Tracking
+    from pipelines.train import train
+
+    return train(unit.job, unit.placement, Tracking(tracking=tracking))
+
+
+def _log_trained(unit: Unit, summary: dict[str, Any], note: str = "") -> None:
+    log.info("[5/7] %s: trained %s in %.1f s, validation NDCG@10 %.4f%s", unit.job.split,
+             unit.what or unit.job.model, summary["seconds"], summary["valid"]["ndcg@10"], note)
 
 
 def scrape_through_local_server(ws: Workspace, rate: float) -> str:
@@ -211,11 +273,12 @@ def write_report(ws: Workspace, job: DemoJob, cold: bool) -> Path:
 
     config = ReportConfig(protocols=job.protocols, cold_split=COLD_SPLIT if cold else None,
                           query_title=None if job.skip_scrape else job.query_title, bootstrap=job.bootstrap,
-                          seed=job.seed, header="# ARMoR demo: MovieLens-100K with stand-in TMDB content\n")
+                          seed=job.seed, header=f"# {job.title}: MovieLens-100K with stand-in TMDB content\n")
     out = report(ws.root, config, tracking=Tracking(tracking=job.tracking))
     print((out / "report.md").read_text())
     for protocol, best in best_models(out).items():
-        print(f"best on test under {protocol}: {best['best']} (NDCG@10 {best['ndcg@10']:.4f})")
+        print(f"best by validation under {protocol}: {best['best']} (validation NDCG@10 "
+              f"{best['valid_ndcg@10']:.4f}, test {best['test_ndcg@10']:.4f})")
     log.info("[7/7] report in %s", out)
     return out
 

@@ -79,7 +79,7 @@ def test_demo_without_content_trains_and_reports_both_protocols(tmp_path, capsys
                  "--models", "popularity", "random", "--no-tracking"]) == 0
     out = capsys.readouterr().out
     assert "Table 1 under leave-one-out" in out and "Table 1 under random 80/10/10" in out
-    assert "best on test under loo: popularity" in out and "best on test under random: popularity" in out
+    assert "best by validation under loo: popularity" in out and "best by validation under random: popularity" in out
     rows = list(csv.DictReader((tmp_path / "demo" / "report" / "table1.csv").open()))
     assert sorted((r["model"], r["protocol"]) for r in rows) == [
         ("Popularity", "loo"), ("Popularity", "random"), ("Random", "loo"), ("Random", "random")]
