@@ -6,6 +6,9 @@ Text: the job with text only against the bare sentence-transformers loop.
 Throughput of the job is measured at steady state from the feature rows' own timestamps
 (actor start-up and model load excluded, reported separately). Target on this CPU machine:
 job >= 0.8 of the bare loop.
+
+``--quick``: the same two jobs, loops and figures over 8 movies (16 images, batch 4) and 64
+overviews (batch 16), in well under a minute; tests/integration/test_bench_quick.py runs it.
 """
 
 from __future__ import annotations
@@ -46,19 +49,37 @@ def steady_rate(ws: Path, per_row: int, batch_size: int) -> tuple[float, float]:
     return (len(stamps) - batch_size) * per_row / (last - first), last - stamps[0]
 
 
-def main() -> None:
+# (movies, texts, image batch, text batch): the full run's sizes and --quick's.
+FULL = {"movies": 160, "texts": 1682, "batch_size": 32, "text_batch_size": 64}
+QUICK = {"movies": 8, "texts": 64, "batch_size": 4, "text_batch_size": 16}
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--movies", type=int, default=160, help="movies for the image run (2 images each)")
-    parser.add_argument("--texts", type=int, default=1682, help="overviews for the text run")
+    parser.add_argument("--movies", type=int,
+                        help=f"movies for the image run, 2 images each (default {FULL['movies']})")
+    parser.add_argument("--texts", type=int, help=f"overviews for the text run (default {FULL['texts']})")
     parser.add_argument("--backbone", default="efficientnet-lite0")
     parser.add_argument("--weights", default="imagenet")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, help=f"images per batch (default {FULL['batch_size']})")
+    parser.add_argument("--text-batch-size", type=int, help=f"overviews per batch (default {FULL['text_batch_size']})")
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny sizes ({}): same jobs, loops and figures in seconds".format(
+                            ", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items())))
+    args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    run(args)
 
+
+def run(args: argparse.Namespace) -> None:
     from pipelines.cli import setup_logging
     from pipelines.encode import encode
     from pipelines.ray_utils import ray_session
+
+    text_batch = args.text_batch_size
 
     setup_logging(-1)
     world = SyntheticWorld(SyntheticConfig.preset("ml-100k"))
@@ -81,13 +102,14 @@ def main() -> None:
         texts = [world.overview(m) for m in range(1, args.texts + 1)]
         write_scrape(Path(text_dir), world, range(1, args.texts + 1), images=False)
         text_encoder = TextEncoder(device=device)
-        text_encoder(texts[:64])
+        text_encoder(texts[:text_batch])
         started = time.perf_counter()
-        for start in range(0, len(texts), 64):
-            text_encoder(texts[start:start + 64])
+        for start in range(0, len(texts), text_batch):
+            text_encoder(texts[start:start + text_batch])
         bare_text = len(texts) / (time.perf_counter() - started)
-        text_summary = encode(Path(text_dir), EncodeConfig(modalities=("text",), batch_size=64, device=args.device))
-        job_text, text_span = steady_rate(Path(text_dir), 1, 64)
+        text_summary = encode(Path(text_dir), EncodeConfig(modalities=("text",), batch_size=text_batch,
+                                                           device=args.device))
+        job_text, text_span = steady_rate(Path(text_dir), 1, text_batch)
 
     print(f"images: {len(pixels)} ({args.backbone}, {args.weights}, batch {args.batch_size}, device {encoder.device})")
     print(f"  bare torch loop over decoded images: {bare_images:.2f} images/s")

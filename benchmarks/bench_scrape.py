@@ -4,6 +4,9 @@ The local TMDB-compatible server adds 100 ms of latency to every request; the jo
 40 requests/s limit shared by its actors. Sustained throughput is measured at the server over
 the middle 80 % of the requests (ramp-up and the last batches' tail excluded); the whole-run
 figure is printed too. Target: sustained >= 0.95 of the limit.
+
+``--quick``: the same job, server and figures for 40 movies (120 requests, a few seconds after
+Ray's start-up); tests/integration/test_bench_quick.py runs it.
 """
 
 from __future__ import annotations
@@ -22,14 +25,20 @@ from armor.tmdb.client import Credentials
 from armor.tmdb.fixture import Faults, FixtureServer
 from armor.tmdb.standin import load_catalogue
 
+FULL_MOVIES, QUICK_MOVIES = 400, 40
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--movies", type=int, default=400, help="movies to scrape (3 requests each)")
+    parser.add_argument("--movies", type=int, default=None,
+                        help=f"movies to scrape, 3 requests each (default {FULL_MOVIES}; {QUICK_MOVIES} with --quick)")
     parser.add_argument("--rate", type=float, default=40.0)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--actors", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_MOVIES} movies: same job and figures, seconds")
+    args = parser.parse_args(argv)
+    if args.movies is None:
+        args.movies = QUICK_MOVIES if args.quick else FULL_MOVIES
 
     from pipelines.cli import setup_logging
     from pipelines.scrape import scrape

@@ -15,6 +15,11 @@ the real encoders' widths: text 384, poster / thumbnail 1280): anchor-positive p
 from the trainer's per-epoch history, first epoch left out as warm-up. Runs: in this process
 with 1 and with 2 torch threads, then ``workers=1`` and ``workers=2`` in one Ray session, which
 is shut down at the end (Ray gives each 1-CPU worker one OpenMP thread).
+
+``--quick``: every section and figure, smaller: LightGCN 2 epochs at one learning rate (still
+ML-100K), the fused runs on the "small" preset (600 users x 800 movies), 2 epochs x 2 steps; the
+Ray runs and the leftover-process check included. Its figures check the code paths, not the
+targets; tests/integration/test_bench_quick.py runs it.
 """
 
 from __future__ import annotations
@@ -220,16 +225,34 @@ def still_alive(pids: dict[int, str], wait_s: float = 15.0) -> dict[int, str]:
         time.sleep(0.5)
 
 
-def main() -> None:
+# The full run's defaults and --quick's (an option given on the command line wins over both).
+FULL = {"size": "ml-1m", "lightgcn_epochs": 10, "lightgcn_lrs": [1e-3, 5e-3], "epochs": 3, "steps_per_epoch": 20}
+QUICK = {"size": "small", "lightgcn_epochs": 2, "lightgcn_lrs": [5e-3], "epochs": 2, "steps_per_epoch": 2}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="ml-1m", help="synthetic preset of the fused-model runs (default ml-1m)")
-    parser.add_argument("--lightgcn-epochs", type=int, default=10, help="LightGCN epochs per path and learning rate")
-    parser.add_argument("--lightgcn-lrs", type=float, nargs="+", default=[1e-3, 5e-3])
-    parser.add_argument("--epochs", type=int, default=3, help="fused-model epochs per run (the first is warm-up)")
-    parser.add_argument("--steps-per-epoch", type=int, default=20, help="fused-model steps per epoch")
+    parser.add_argument("--size", help=f"synthetic preset of the fused-model runs (default {FULL['size']})")
+    parser.add_argument("--lightgcn-epochs", type=int,
+                        help=f"LightGCN epochs per path and learning rate (default {FULL['lightgcn_epochs']})")
+    parser.add_argument("--lightgcn-lrs", type=float, nargs="+", help=f"default {FULL['lightgcn_lrs']}")
+    parser.add_argument("--epochs", type=int,
+                        help=f"fused-model epochs per run, the first is warm-up (default {FULL['epochs']})")
+    parser.add_argument("--steps-per-epoch", type=int,
+                        help=f"fused-model steps per epoch (default {FULL['steps_per_epoch']})")
     parser.add_argument("--skip-lightgcn", action="store_true")
     parser.add_argument("--skip-fused", action="store_true")
-    args = parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="every section at small sizes ({}), seconds to a "
+                        "minute".format(", ".join(f"{k.replace('_', '-')} {v}" for k, v in QUICK.items())))
+    args = parser.parse_args(argv)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
 
     from pipelines.cli import setup_logging
 
@@ -300,7 +323,8 @@ def fused_section(args: argparse.Namespace) -> tuple[dict, dict[int, str]]:
               flush=True)
         settings = ModelSettings.of(fusion=FusionConfig(),
                                     train=TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch))
-        job = TrainJob(workspace=str(ws), split="random", model="fused", settings=settings)
+        # One fit per run, the one whose history is timed: no refit on train + validation afterwards.
+        job = TrainJob(workspace=str(ws), split="random", model="fused", settings=settings, refit=False)
         off = Tracking(tracking=False)
         before = torch.get_num_threads()
         for threads in (1, 2):
