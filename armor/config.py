@@ -421,6 +421,9 @@ class ArmorGraphConfig:
     reduce_dim: int = setting(128, "frozen PCA of each modality to this many dimensions before fusion (0: none)")
     sampled_candidates: int = setting(0, "softmax and alignment candidates per step, sampled from the batch's "
                                          "positives (0: all of them)")
+    new_item_vector: Literal["neighbours", "content"] = setting(
+        "neighbours", "a movie without a training positive is scored by its content-graph neighbours' ID embeddings "
+                      "(neighbours) or by its aligned content vector (content)")
 
     def __post_init__(self) -> None:
         checks = (("dim", self.dim >= 1 and self.fusion_dim >= 1), ("layers", self.layers >= 0),
@@ -432,7 +435,8 @@ class ArmorGraphConfig:
                   ("sampled_candidates", self.sampled_candidates >= 0),
                   ("heads", self.heads >= 1 and self.fusion_dim % self.heads == 0),
                   ("fusion_dropout", 0.0 <= self.fusion_dropout < 1.0),
-                  ("id_embeddings", self.id_embeddings or self.content))
+                  ("id_embeddings", self.id_embeddings or self.content),
+                  ("new_item_vector", self.new_item_vector in ("neighbours", "content")))
         for name, ok in checks:
             if not ok:
                 raise ConfigError(f"armor_graph.{name}: out of range ({getattr(self, name)!r}); without ID "

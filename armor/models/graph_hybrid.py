@@ -9,7 +9,9 @@ content/collaborative alignment of BM3, Zhou et al. 2023), each switchable for t
     [h; y] = P [E_user; x],  P = (I + Â + ... + Â^L) / (L + 1)     LightGCN over the user-item graph
     v_i    = unit(y_i + S x_i)                                      + one hop over the frozen item-item
                                                                     kNN graph S of the raw features
-    v_i    = unit(f_i) for a new movie (no positive in the training matrix): content alone
+    v_i    = unit(f_i) for a new movie (no positive in the training matrix), with
+             new_item_vector = "content"; by default ("neighbours") it keeps v_i above, which
+             for a new movie is unit(S x_i): its content-graph neighbours' ID embeddings
     z_u    = unit(unit(h_u) + beta unit(p_u)),  p_u = mean of v_j over the user's profile
     z_u    = unit(p_u) for a user the model never trained (a history is all there is)
     score(u, i) = <z_u, v_i>
@@ -96,8 +98,9 @@ class _Parameters(nn.Module):
 class GraphHybrid(TrainableRecommender):
     """ARMoR-Graph; see the module docstring. ``features`` ({modality: (I, d_m)}) align with the
     catalogue columns; they are needed to fit, not to score a loaded model. A movie without a
-    positive in the training matrix is new to the model and scored by its content vector: the
-    model knows nothing else about which movies a split held out."""
+    positive in the training matrix is new to the model and scored by its content-graph
+    neighbours or its content vector (``new_item_vector``): the model knows nothing else about
+    which movies a split held out."""
 
     name = "armor-graph"
 
@@ -358,7 +361,7 @@ class GraphHybrid(TrainableRecommender):
             users, items, content = self._forward()
             if self.config.content and content is None:
                 content = self._content()  # (I, d)
-            if content is not None and self.cold.any():
+            if content is not None and self.config.new_item_vector == "content" and self.cold.any():
                 rows = torch.as_tensor(np.flatnonzero(self.cold), device=self._device)
                 items = items.index_copy(0, rows, _unit(content.index_select(0, rows)))
         return _unit(users), items, content

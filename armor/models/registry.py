@@ -175,9 +175,11 @@ _SPACES: dict[str, dict[str, Space]] = {
     "armor-graph": {"default": {"armor_graph.lr": log_uniform(1e-3, 5e-2), "armor_graph.reg": log_uniform(1e-7, 1e-2),
                                 "armor_graph.temperature": uniform(0.05, 0.6), "armor_graph.layers": choice(1, 2, 3),
                                 "armor_graph.align_temperature": log_uniform(0.1, 10.0),
-                                "armor_graph.fusion_dropout": uniform(0.0, 0.6)},
+                                "armor_graph.fusion_dropout": uniform(0.0, 0.6),
+                                "armor_graph.new_item_vector": choice("neighbours", "content")},
                     "cold-path": {"armor_graph.align_temperature": log_uniform(0.05, 10.0),
-                                  "armor_graph.fusion_dropout": uniform(0.0, 0.6)}},
+                                  "armor_graph.fusion_dropout": uniform(0.0, 0.6),
+                                  "armor_graph.new_item_vector": choice("neighbours", "content")}},
 }
 
 

@@ -23,6 +23,8 @@ What fake tensors cannot run, and how it is covered instead:
 
 from __future__ import annotations
 
+import dataclasses
+
 import io
 from collections.abc import Callable
 from pathlib import Path
@@ -172,14 +174,16 @@ def drive_graph_hybrid(name: str, bench: Benchmark, monkeypatch) -> None:
         streams = Streams(0)
         model.begin(bench.data.train, streams)
         assert on_cuda(*model._params.parameters(), model._adjacency, model._profiles, *model._item_graph)
-        assert on_cuda(*model._loss(*next(model._batches(streams.numpy))))
+        assert on_cuda(*model._loss(*next(model._batches(streams.numpy)), streams.numpy))
+        model.config = dataclasses.replace(model.config, sampled_candidates=4)  # the sampled softmax too
+        assert on_cuda(*model._loss(*next(model._batches(streams.numpy)), streams.numpy))
         users, items, content = model._final_tensors()
         assert on_cuda(users, items, content) and tuple(items.shape) == (bench.data.n_items, 8)
 
     model = build(name, bench, device="meta")
     streams = Streams(0)
     model.begin(bench.data.train, streams)
-    loss = model._loss(*next(model._batches(streams.numpy)))[0]
+    loss = model._loss(*next(model._batches(streams.numpy)), streams.numpy)[0]
     loss.backward()
     model._optimizer.step()
     state = [v for s in model._optimizer.state.values() for k, v in s.items() if k != "step"]

@@ -35,18 +35,21 @@ def _world(seed: int = 0):
     return sp.csr_matrix(likes.astype(np.float32)), features, genre
 
 
-def test_a_movie_nobody_rated_gets_its_vector_from_content(tmp_path):
+@pytest.mark.parametrize("new_item_vector", ["content", "neighbours"])
+def test_a_movie_nobody_rated_gets_its_vector_from_content(new_item_vector, tmp_path):
     train, features, genre = _world()
-    model = GraphHybrid(ArmorGraphConfig(**SMALL, epochs=8, patience=8), features)
+    model = GraphHybrid(ArmorGraphConfig(**SMALL, epochs=8, patience=8, new_item_vector=new_item_vector), features)
     model.fit(train)
     # New means no positive in the training matrix: the model is told nothing else.
     assert model.cold[COLD].all() and not model.cold[:COLD[0]].any()
     vectors = model.item_embeddings()  # (I, d)
     cold = vectors[COLD]
     assert np.isfinite(cold).all() and (np.linalg.norm(cold, axis=1) > 1e-3).all()
-    # A new movie's vector is its content vector, from its features alone.
-    content = model.item_content[COLD]
-    np.testing.assert_allclose(cold, content / np.linalg.norm(content, axis=1, keepdims=True), atol=1e-6)
+    content = model.item_content[COLD] / np.linalg.norm(model.item_content[COLD], axis=1, keepdims=True)
+    if new_item_vector == "content":  # its content vector, from its features alone
+        np.testing.assert_allclose(cold, content, atol=1e-6)
+    else:  # its content-graph neighbours' ID embeddings, not the content vector
+        assert np.abs(cold - content).max() > 1e-2
     # Same features, same vector: no per-movie ID embedding breaks the tie ...
     np.testing.assert_allclose(vectors[TWINS[0]], vectors[TWINS[1]], rtol=1e-5, atol=1e-6)
     # ... and different features, different vectors and scores (not one tied "unknown movie").
