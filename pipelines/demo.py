@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from armor.config import setting
 from pipelines.cli import add_common, add_dataclass_arguments, dataclass_from_args, stage_main
-from pipelines.train import Placement, TrainJob
+from pipelines.train import Placement, TrainJob, driver_logging
 
 if TYPE_CHECKING:
     from armor.workspace import Workspace
@@ -53,14 +53,14 @@ class DemoJob:
     skip_scrape: bool = setting(False, "baselines only; no TMDB enrichment or encoding")
     image_backbone: Literal["efficientnet-lite0", "resnet50"] = setting(
         "efficientnet-lite0", "resnet50 (the paper's) needs its ImageNet weights in torchvision's cache")
-    workers: int = setting(2, "Ray Train workers for the fused model")
+    workers: int = setting(2, "Ray Train workers for the fused model on the 80/10/10 split (1: train it like the rest)")
     trials: int = setting(2, "validation trials of its search space per trainable model (the same for every one)")
     seeds: tuple[int, ...] = setting((0,), "training seeds: the chosen settings are refit once per seed (with one "
                                            "seed the report makes no 'better than' claims)")
     sweep: bool = setting(True, "skip the Tune sweep and the registry step")
     content_epochs: int = setting(15, "epoch cap of the content models (early stopping on validation picks the epoch)")
-    parallel: int = setting(1, "train this many models at once, as Ray tasks of one CPU each (1: one after another "
-                               "in this process, the fused model data-parallel on Ray Train)")
+    parallel: int = setting(2, "train this many models at once, as Ray tasks of one CPU each (1: one after another "
+                               "in this process)")
     models: tuple[str, ...] | None = setting(None, "train only these registered models (default: every one)")
     tracking: bool = setting(True, "do not log the stages to MLflow (the registry step still uses it)")
     query_title: str = setting("Star Wars (1977)", "query movie of the top-5 figure")
@@ -162,7 +162,7 @@ def model_units(ws: Workspace, split: str, job: DemoJob, models: tuple[str, ...]
         train_job = TrainJob(workspace=str(ws.root), split=split, model=name, settings=settings,
                              trials=job.trials if spec.tunable else 0, seeds=job.seeds,
                              keep_fold_in=split == FOLD_IN_PROTOCOL and spec.family != "reference")
-        on_ray = name == "fused" and split == "random" and not job.skip_scrape and job.parallel == 1
+        on_ray = name == "fused" and split == "random" and not job.skip_scrape and job.workers > 1
         units.append(Unit(train_job, Placement(workers=job.workers) if on_ray else Placement(local=True)))
     return units
 
@@ -184,22 +184,26 @@ def ablation_units(ws: Workspace, split: str, job: DemoJob) -> list[Unit]:
 
 def run_units(units: list[Unit], job: DemoJob) -> None:
     """Train every unit: in this process one after another, or with ``job.parallel`` > 1 as Ray tasks
-    of one CPU each (each trains with one torch thread), the costliest first."""
+    of one CPU each (each trains with one torch thread), the costliest first. A unit that trains on
+    Ray Train (several workers) runs first, alone, so its workers get the CPUs."""
     from armor.models.registry import MODELS
 
-    if job.parallel <= 1 or len(units) < 2:
-        for unit in units:
-            _log_trained(unit, train_unit(unit, job.tracking))
+    on_train = [u for u in units if not u.placement.local] if job.parallel > 1 else []
+    rest = [u for u in units if u not in on_train]
+    for unit in on_train if job.parallel > 1 else units:
+        _log_trained(unit, train_unit(unit, job.tracking))
+    if job.parallel <= 1 or not rest:
         return
     import ray
 
     from pipelines.ray_utils import ray_session
 
-    order = sorted(units, key=lambda u: COSTLIEST.index(u.job.model) if u.job.model in COSTLIEST
+    order = sorted(rest, key=lambda u: COSTLIEST.index(u.job.model) if u.job.model in COSTLIEST
                    else len(COSTLIEST) + list(MODELS).index(u.job.model))
     with ray_session():
         remote = ray.remote(num_cpus=1)(train_unit).options(max_retries=1)
-        pending = {remote.remote(unit, job.tracking): unit for unit in order}
+        shown = driver_logging()  # a task's process logs and shows progress as this one does
+        pending = {remote.remote(unit, job.tracking, shown): unit for unit in order}
         done = 0
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -212,10 +216,12 @@ def run_units(units: list[Unit], job: DemoJob) -> None:
 COSTLIEST = ("armor-graph", "fused", "fused-paper", "image-projected", "text-projected", "lightgcn", "bpr", "als")
 
 
-def train_unit(unit: Unit, tracking: bool) -> dict[str, Any]:
+def train_unit(unit: Unit, tracking: bool, logging_config: dict[str, Any] | None = None) -> dict[str, Any]:
     from pipelines.tracking import Tracking
-    from pipelines.train import train
+    from pipelines.train import train, worker_logging
 
+    if logging_config is not None:
+        worker_logging(logging_config)
     return train(unit.job, unit.placement, Tracking(tracking=tracking))
 
 

@@ -246,7 +246,7 @@ def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
                "settings": chosen.settings.of_sections(MODELS[job.model].configs), "search": search,
                "history": list(selected.history), "best_epoch": selected.best_epoch,
                "epochs_run": len(selected.history),
-               "epoch_cap": _epoch_cap(selected), "select_seconds": round(select_seconds, 1),
+               **_epochs(selected), "select_seconds": round(select_seconds, 1),
                "catalogue": bench.data.n_items, "excluded_movies": bench.excluded_movies,
                "config": dataclasses.asdict(chosen)}
     if job.keep_fold_in:
@@ -290,10 +290,14 @@ def _write(model: Recommender, bench: Benchmark, summary: dict[str, Any], job: T
     write_model(model, bench.data.item_ids, summary, Workspace(job.workspace).models / output)
 
 
-def _epoch_cap(model: Recommender) -> int | None:
+def _epochs(model: Recommender) -> dict[str, int | None]:
+    """The epoch cap and the patience (in evaluations) a trainable model's selection ran under."""
     from armor.models.base import TrainableRecommender
 
-    return model.schedule().epochs if isinstance(model, TrainableRecommender) else None
+    if not isinstance(model, TrainableRecommender):
+        return {"epoch_cap": None, "patience": None}
+    schedule = model.schedule()
+    return {"epoch_cap": schedule.epochs, "patience": schedule.patience * schedule.eval_every}
 
 
 def _select(job: TrainJob, bench: Benchmark, placement: Placement) -> tuple[Recommender, TrainJob, dict | None]:

@@ -315,9 +315,24 @@ def retrain_winner(job: TuneJob, sample: dict[str, Any], tracking: Tracking) -> 
     # The trial's thread count: float sums in another order drift over hundreds of steps.
     torch.set_num_threads(max(1, int(job.cpus_per_trial)))
     summary = train(winner, Placement(local=True), tracking)
+    record_sweep(Path(job.base.workspace) / "models" / winner.output, job, sample)
     model = load_recommender(Path(job.base.workspace) / "models" / winner.output / "model")
     test = evaluate(model, load_job_data(winner).data, "test", EvalConfig(bootstrap=0), progress=True)  # once
     return {"retrained_valid": summary["valid"], "test": test.means}
+
+
+def record_sweep(directory: Path, job: TuneJob, sample: dict[str, Any]) -> None:
+    """The retrained winner's metrics.json says how it was chosen: this sweep's trials, not a search of
+    its own (the report's tuning-budget table reads it)."""
+    import json
+
+    from armor.io import write_text
+    from armor.workspace import METRICS_FILE
+
+    metrics = json.loads((directory / METRICS_FILE).read_text())
+    metrics["search"] = {"space_name": f"Ray Tune sweep {job.name} (ASHA)", "trials": job.samples,
+                         "chosen": {f"sweep.{k}": v for k, v in sample.items()}, "at_edge": []}
+    write_text(json.dumps(metrics, indent=2, default=str) + "\n", directory / METRICS_FILE)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

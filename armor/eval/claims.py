@@ -103,11 +103,14 @@ def budget_rows(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]
         if not m:
             continue
         search = m.get("search") or {}
-        cap, run = m.get("epoch_cap"), m.get("epochs_run") or 0
+        cap, run, best = m.get("epoch_cap"), m.get("epochs_run") or 0, m.get("best_epoch") or 0
+        # Stopped by its cap while validation could still have improved: the best epoch lies within
+        # the patience window before the cap (after a longer plateau early stopping would have ended it).
+        at_cap = bool(cap) and run >= cap and cap - best < (m.get("patience") or 1)
         rows.append({"name": name, "label": labels.get(name, name), "trials": search.get("trials", 0),
                      "chosen": search.get("chosen", {}), "at_edge": search.get("at_edge", []),
-                     "best_epoch": m.get("best_epoch") if cap else None, "epochs_run": run if cap else None,
-                     "epoch_cap": cap, "at_cap": bool(cap) and run >= cap, "refit": m.get("refit"),
+                     "best_epoch": best if cap else None, "epochs_run": run if cap else None,
+                     "epoch_cap": cap, "at_cap": at_cap, "refit": m.get("refit"),
                      "seeds": m.get("seeds", 1), "seconds": m.get("seconds"),
                      "valid": m.get("valid", {}).get(CLAIM_METRIC)})
     return rows
@@ -120,11 +123,12 @@ def budget_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
              "|---|---:|---|---:|---|---|---:|"]
     flags = []
     for row in rows:
-        chosen = ", ".join(f"{k.split('.', 1)[1]}={_short(v)}" for k, v in row["chosen"].items()) or "-"
+        chosen = ", ".join(f"{k.split('.', 1)[-1]}={_short(v)}" for k, v in row["chosen"].items()) or "-"
         epochs = "-" if row["epoch_cap"] is None else f"{row['best_epoch']} / {row['epochs_run']} / {row['epoch_cap']}"
         if row["at_cap"]:
             epochs += " (at cap)"
-            flags.append(f"- {row['label']}: training ran to its epoch cap ({row['epoch_cap']}): it may not have "
+            flags.append(f"- {row['label']}: training ran to its epoch cap ({row['epoch_cap']}) with validation "
+                         f"still improving within its patience (best epoch {row['best_epoch']}): it may not have "
                          "converged.")
         flags += [f"- {row['label']}: {edge}: the optimum may lie outside the range." for edge in row["at_edge"]]
         refit = "-" if not row["refit"] else f"train+valid, {row['refit'].get('epochs') or 'one fit'}"

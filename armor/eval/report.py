@@ -48,8 +48,8 @@ Full ranking: for each test user a model ranks every catalogue movie except the 
 **Profile** (the paper's rule, §5): the training positives when scoring validation; every positive
 except the test items (training + validation) when scoring test. Content models represent a user
 by the mean of the profile's item vectors; ItemKNN, EASE and ALS fold the same profile in when
-they score; BPR and LightGCN score with the user vectors they learned from the training positives
-(they have no fold-in, so validation positives are not in their vectors).
+they score; BPR, LightGCN and ARMoR-Graph score with the user vectors they learned (after the refit
+below, from training and validation positives).
 **Recall@K** = test items in the top K / the user's number of test items. **NDCG@K**: binary gains,
 DCG = sum over hits of 1 / log2(rank + 1), divided by the ideal DCG of min(|test|, K) hits.
 **HR@K** = 1 if any test item is in the top K. **MRR@K** = 1 / rank of the first hit in the top K
@@ -300,7 +300,7 @@ def ablation_section(ws: Workspace, run: ProtocolRun, config: ReportConfig) -> s
     lines, rows = [], []
     for full in sorted({name.split(ABLATION_MARK)[0] for name in found} & set(run.seeds)):
         reference = run.seeds[full][0]
-        rows.append(reference)
+        rows.append(claims.seed_average([reference], config.bootstrap, config.seed))  # with its CI
         for name in (n for n in found if n.split(ABLATION_MARK)[0] == full):
             model = load_recommender(ws.models / run.split / name / "model")
             check_catalogue(model, run.bench.data, ws.models / run.split / name)
