@@ -151,11 +151,13 @@ class Unit:
 def model_units(ws: Workspace, split: str, job: DemoJob, models: tuple[str, ...]) -> list[Unit]:
     """``models`` on ``split``: each tunable one searched with ``job.trials`` validation trials,
     early-stopped on validation, then refit on train + validation once per seed."""
-    from armor.config import FusionConfig, TrainConfig
+    from armor.config import BPRConfig, FusionConfig, TrainConfig
     from armor.models.registry import MODELS, ModelSettings
 
+    # BPR's cap: 30 evaluations of 10 iterations, so that its patience (10 evaluations) can stop it.
     settings = ModelSettings.of(fusion=FusionConfig(dim=128, out_dim=128, heads=4),
-                                train=TrainConfig(epochs=job.content_epochs, patience=4)).with_seed(job.seeds[0])
+                                train=TrainConfig(epochs=job.content_epochs, patience=4),
+                                bpr=BPRConfig(iterations=300)).with_seed(job.seeds[0])
     units = []
     for name in models:
         spec = MODELS[name]

@@ -171,15 +171,15 @@ _SPACES: dict[str, dict[str, Space]] = {
                         "als.alpha": log_uniform(0.3, 100.0)}},
     "ease": {"default": {"ease.l2": log_uniform(5.0, 20000.0)}},
     # "cold-path": the two settings that shape only the content path (see ArmorGraphConfig), searched
-    # on the item cold-start split's validation movies; "default" searches them with the rest.
+    # on the item cold-start split's validation movies with --armor-graph-new-item-vector content;
+    # "default" searches them with the rest.
     "armor-graph": {"default": {"armor_graph.lr": log_uniform(1e-3, 5e-2), "armor_graph.reg": log_uniform(1e-7, 1e-2),
                                 "armor_graph.temperature": uniform(0.05, 0.6), "armor_graph.layers": choice(1, 2, 3),
                                 "armor_graph.align_temperature": log_uniform(0.1, 10.0),
                                 "armor_graph.fusion_dropout": uniform(0.0, 0.6),
                                 "armor_graph.new_item_vector": choice("neighbours", "content")},
                     "cold-path": {"armor_graph.align_temperature": log_uniform(0.05, 10.0),
-                                  "armor_graph.fusion_dropout": uniform(0.0, 0.6),
-                                  "armor_graph.new_item_vector": choice("neighbours", "content")}},
+                                  "armor_graph.fusion_dropout": uniform(0.0, 0.6)}},
 }
 
 

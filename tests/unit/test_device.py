@@ -24,7 +24,6 @@ What fake tensors cannot run, and how it is covered instead:
 from __future__ import annotations
 
 import dataclasses
-
 import io
 from collections.abc import Callable
 from pathlib import Path
