@@ -238,7 +238,7 @@ def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
     bench = load_job_data(job)
     first = job.with_seed(job.seeds[0]) if job.seeds else job
     started = time.monotonic()
-    selected, chosen, search = _select(first, bench, placement)
+    selected, chosen, search, last_report = _select(first, bench, placement)
     select_seconds = time.monotonic() - started
     valid = evaluate(selected, bench.data, "valid", EvalConfig(bootstrap=0), name=job.output, progress=True)
     epochs = selected.best_epoch if selected.history else None
@@ -248,7 +248,7 @@ def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
                "epochs_run": len(selected.history),
                **_epochs(selected), "select_seconds": round(select_seconds, 1),
                "catalogue": bench.data.n_items, "excluded_movies": bench.excluded_movies,
-               "config": dataclasses.asdict(chosen)}
+               "config": dataclasses.asdict(chosen), "last_report": last_report}
     if job.keep_fold_in:
         _write(selected, bench, {**summary, "seconds": round(select_seconds, 1), "refit": None},
                job, f"{job.output}{FOLD_IN}")
@@ -300,19 +300,21 @@ def _epochs(model: Recommender) -> dict[str, int | None]:
     return {"epoch_cap": schedule.epochs, "patience": schedule.patience * schedule.eval_every}
 
 
-def _select(job: TrainJob, bench: Benchmark, placement: Placement) -> tuple[Recommender, TrainJob, dict | None]:
-    """(the model chosen on validation, trained on train; the job at its chosen settings; the search)."""
+def _select(job: TrainJob, bench: Benchmark,
+            placement: Placement) -> tuple[Recommender, TrainJob, dict | None, dict[str, Any]]:
+    """(the model chosen on validation, trained on train; the job at its chosen settings; the search;
+    the last report of its Ray Train run, if it ran on Ray Train)."""
     from armor.models.base import TrainableRecommender, load_recommender
     from armor.training.trainer import fit
 
     if job.trials:
-        return _search(job, bench)
+        return (*_search(job, bench), {})
     model = build(job, bench)
     if placement.local or not isinstance(model, TrainableRecommender):
-        return fit(model, bench.data.train, data=bench.data), job, None
+        return fit(model, bench.data.train, data=bench.data), job, None, {}
     result = fit_on_ray(job, placement, storage=Path(job.workspace) / "ray_results")
     with result.checkpoint.as_directory() as directory:
-        return load_recommender(Path(directory) / MODEL_DIR), job, None
+        return load_recommender(Path(directory) / MODEL_DIR), job, None, dict(result.metrics or {})
 
 
 def _refit(job: TrainJob, bench: Benchmark, placement: Placement, epochs: int | None) -> Recommender:
@@ -325,8 +327,8 @@ def _refit(job: TrainJob, bench: Benchmark, placement: Placement, epochs: int | 
     model = build(job, bench)
     if not isinstance(model, TrainableRecommender) or placement.local:
         return fit(model, profile(bench.data, "test"), epochs=epochs)
-    result = fit_on_ray(dataclasses.replace(job, refit_epochs=epochs), placement,
-                        storage=Path(job.workspace) / "ray_results")
+    refit = dataclasses.replace(job, refit_epochs=epochs, kill_rank_after_epoch=None, kill_marker=None)
+    result = fit_on_ray(refit, placement, storage=Path(job.workspace) / "ray_results")
     with result.checkpoint.as_directory() as directory:
         return load_recommender(Path(directory) / MODEL_DIR)
 

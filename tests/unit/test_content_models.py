@@ -9,8 +9,10 @@ images have different sizes, as SBERT and CNN features do.
 
 So text carries taste beyond genre that the images lack. The paper's fusion uses text only as
 the attention query (it picks how much poster vs thumbnail goes into z), the full fusion lets
-the text's content into z: the comparison below measures exactly that, with the same seed,
-budget and early stopping for both.
+the text's content into z (tests/unit/test_fusion.py checks that mechanism directly). Which
+ranks better here is not a test: measured with seeds 0, 1, 2 (same budget and early stopping),
+full minus paper validation NDCG@10 was +0.0010, +0.0113, +0.0017 against a per-user standard
+error of about 0.011, a gap within the noise of one seed.
 """
 
 from __future__ import annotations
@@ -73,14 +75,11 @@ def trained(world):
 
 
 @pytest.mark.slow
-def test_full_fusion_beats_random_widely_and_the_paper_variant(world, trained):
+def test_both_fusions_beat_random_widely(world, trained):
     data, _, _ = world
-    full, paper = trained
     random = evaluate(RandomRanker(seed=0).fit(data.train), data, "valid", EVAL).means
-    full_valid = evaluate(full, data, "valid", EVAL).means
-    paper_valid = evaluate(paper, data, "valid", EVAL).means
-    assert full_valid["recall@20"] >= 5 * random["recall@20"]
-    assert full_valid["ndcg@10"] > paper_valid["ndcg@10"] + 0.005
+    for model in trained:
+        assert evaluate(model, data, "valid", EVAL).means["recall@20"] >= 5 * random["recall@20"]
 
 
 def test_best_epoch_is_kept_and_history_recorded(world, trained):
