@@ -64,8 +64,8 @@ class Workspace:
         return self.root / "models"
 
     @property
-    def reports(self) -> Path:
-        return self.root / "reports"
+    def report(self) -> Path:
+        return self.root / "report"
 
     def require(self, *paths: Path, hint: str) -> None:
         missing = [p for p in paths if not p.exists()]

@@ -2,7 +2,8 @@
 
 `register` logs a trained model's item embeddings as an MLflow pyfunc (FAISS retrieval inside),
 registers it as a new version of `armor-item-embeddings` with alias `challenger`, and moves
-`champion` to it only if its validation NDCG@10 beats the current champion's. `recommend`
+`champion-SPLIT` to it only if its validation NDCG@10 beats that protocol's champion (scores of
+different splits are never compared); `champion` is `champion-random`. `recommend`
 answers a user history (or a query movie) from any model URI, e.g.
 `models:/armor-item-embeddings@champion`, exactly as `mlflow models predict` would.
 """
@@ -49,7 +50,9 @@ def register(workspace: Path, model: str, name: str = DEFAULT_NAME, tracking: st
     ws.require(model_dir / "metrics.json", hint=f"train it first (armor train --workspace {workspace} --split "
                "SPLIT --model NAME) and register it as SPLIT/NAME")
     uri = tracking_uri(ws.root, tracking)
-    version = register_embeddings(model_dir, name, uri=uri, movies=ws.movies if ws.movies.exists() else None)
+    protocol = model.strip("/").split("/")[0]  # models/SPLIT/NAME: the split it was trained on
+    version = register_embeddings(model_dir, name, uri=uri, movies=ws.movies if ws.movies.exists() else None,
+                                  protocol=protocol)
     champion = promote_version(name, version, uri) if promote else False
     return version, champion, uri
 
@@ -57,7 +60,9 @@ def register(workspace: Path, model: str, name: str = DEFAULT_NAME, tracking: st
 def run(args: argparse.Namespace) -> int:
     version, champion, uri = register(args.workspace, args.model, args.name, args.tracking_uri,
                                       promote=not args.no_promote)
-    state = "champion" if champion else "challenger (the champion's validation NDCG@10 is at least as good)"
+    protocol = args.model.strip("/").split("/")[0]
+    state = (f"champion of {protocol}" if champion
+             else f"challenger (the {protocol} champion's validation NDCG@10 is at least as good)")
     print(f"{args.name} version {version} registered at {uri}: {state}")
     return 0
 
@@ -68,7 +73,7 @@ def add_recommend_arguments(parser: argparse.ArgumentParser) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--history", help="a user's liked movie ids, comma separated: 1,2,3")
     what.add_argument("--similar-to", type=int, help="a movie id: its most similar movies")
-    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("-k", type=int, default=10, help="how many movies to recommend (default 10)")
     parser.add_argument("--tracking-uri", default=None, help="default $MLFLOW_TRACKING_URI, else --workspace's sqlite")
     parser.add_argument("--workspace", type=Path, default=None, help="to find the default sqlite tracking store")
     add_common(parser)
@@ -101,6 +106,10 @@ def run_recommend(args: argparse.Namespace) -> int:
 
     if args.tracking_uri is None and args.workspace is None and not os.environ.get("MLFLOW_TRACKING_URI"):
         raise ConfigError("--tracking-uri or --workspace (or MLFLOW_TRACKING_URI) is needed to find the registry")
+    if args.workspace is not None and not args.workspace.is_dir():
+        # Opening an SQLite store would create the folder and an empty database: say what is missing instead.
+        raise ConfigError(f"--workspace {args.workspace}: no such workspace (run `armor demo`, or `armor data "
+                          "prepare` and `armor train`, to make one)")
     uri = tracking_uri(args.workspace or ".", args.tracking_uri)
     print(recommend(args.model, args.history, args.k, similar_to=args.similar_to, tracking_uri=uri)
           .to_string(index=False))

@@ -235,6 +235,7 @@ def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
     from armor.eval.protocol import evaluate
     from armor.models.registry import MODELS
 
+    say_what_is_replaced(job)
     bench = load_job_data(job)
     first = job.with_seed(job.seeds[0]) if job.seeds else job
     started = time.monotonic()
@@ -275,6 +276,26 @@ def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
 FOLD_IN = "~fold-in"
 
 
+def say_what_is_replaced(job: TrainJob) -> None:
+    """A warning naming the model this job overwrites at WORKSPACE/models/SPLIT/NAME, and how it was
+    trained (its search, its validation score), so a tuned model is never replaced silently."""
+    import json
+
+    from armor.workspace import METRICS_FILE, Workspace
+
+    metrics = Workspace(job.workspace).models / job.output / METRICS_FILE
+    if not metrics.exists():
+        return
+    try:
+        old = json.loads(metrics.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    trials = (old.get("search") or {}).get("trials", 0)
+    log.warning("replacing models/%s (%s, validation NDCG@10 %s) with a model trained with %d trials; use --name "
+                "to keep both", job.output, f"searched with {trials} trials" if trials else "not searched",
+                old.get("valid", {}).get("ndcg@10", "?"), job.trials)
+
+
 def has_seed(model: str) -> bool:
     """Whether a seed changes what ``model`` learns (one of its settings sections has a seed)."""
     from armor.models.registry import MODELS
@@ -283,10 +304,11 @@ def has_seed(model: str) -> bool:
 
 
 def _write(model: Recommender, bench: Benchmark, summary: dict[str, Any], job: TrainJob, output: str) -> None:
-    from armor.data.splits import catalogue_digest
+    from armor.data.splits import catalogue_digest, split_digest
     from armor.workspace import Workspace, write_model
 
-    summary = {**summary, "name": output, "catalogue_digest": catalogue_digest(bench.data.item_ids)}
+    summary = {**summary, "name": output, "catalogue_digest": catalogue_digest(bench.data.item_ids),
+               "split_digest": split_digest(bench.data)}
     write_model(model, bench.data.item_ids, summary, Workspace(job.workspace).models / output)
 
 
@@ -445,9 +467,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def job_from_args(args: argparse.Namespace) -> TrainJob:
-    return dataclass_from_args(TrainJob, args, settings=settings_from_args(args),
+    """The job the flags describe. Only the settings sections the model reads are built (and so
+    validated); flags of other sections set away from their defaults are named in a warning."""
+    read = tuple(MODELS[args.model].configs)
+    ignored = ignored_flags(args, tuple(s for s in SECTIONS if s not in read))
+    if ignored:
+        log.warning("%s does not read %s: ignored", args.model, ", ".join(ignored))
+    return dataclass_from_args(TrainJob, args, settings=settings_from_args(args, read),
                                workspace=str(args.workspace), kill_rank_after_epoch=None, kill_marker=None,
                                refit_epochs=None)
+
+
+def ignored_flags(args: argparse.Namespace, sections: tuple[str, ...]) -> list[str]:
+    """The flags of ``sections`` whose values differ from their defaults."""
+    flags = []
+    for section in sections:
+        prefix = "" if section in UNPREFIXED else f"{section}-"
+        for field in dataclasses.fields(SECTIONS[section]):
+            dest = (prefix + field.name).replace("-", "_")
+            value = getattr(args, dest, field.default)
+            if (tuple(value) if isinstance(value, list) else value) != field.default:
+                flags.append("--" + (prefix + field.name).replace("_", "-"))
+    return sorted(set(flags))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -322,6 +322,21 @@ def genre_matrix(movies: pa.Table, item_ids: np.ndarray) -> tuple[sp.csr_matrix,
     return matrix, names
 
 
+def split_digest(data: SplitData) -> str:
+    """A short fingerprint of a split: who is in which part with which movies. A model records the
+    digest of the split it was trained on; scored on another split of the same ratings it may have
+    trained on that split's held-out positives."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for array in (data.user_ids, data.item_ids):
+        digest.update(np.asarray(array, dtype=np.int64).tobytes())
+    for part in (data.train, data.valid, data.test):
+        digest.update(np.asarray(part.indptr, dtype=np.int64).tobytes())
+        digest.update(np.asarray(part.indices, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:12]
+
+
 def catalogue_digest(item_ids: np.ndarray) -> str:
     """A short fingerprint of the movies a model ranks, saved with it and checked when it is evaluated."""
     import hashlib

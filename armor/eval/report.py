@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 from armor.config import EvalConfig, setting
 from armor.data.benchmark import Benchmark, load_benchmark
 from armor.data.catalogue import funnel_markdown
-from armor.data.splits import SplitData, catalogue_digest
 from armor.errors import DataError
 from armor.eval import claims, figures, showcase, tables
+from armor.eval.guard import check_model
 from armor.eval.metrics import paired_bootstrap_difference
 from armor.eval.protocol import EvaluationResult, evaluate, new_items
 from armor.io import write_text
@@ -104,17 +104,6 @@ def label(name: str) -> str:
     return MODELS[name].label if name in MODELS else name
 
 
-def check_catalogue(model: Recommender, data: SplitData, directory: Path) -> None:
-    """A model must rank exactly the split's catalogue: same movies, not just as many."""
-    metrics = directory / METRICS_FILE
-    digest = json.loads(metrics.read_text()).get("catalogue_digest") if metrics.exists() else None
-    embeddings = model.item_embeddings()
-    rows = getattr(model, "n_items", None) or (None if embeddings is None else embeddings.shape[0])
-    if (digest is not None and digest != catalogue_digest(data.item_ids)) or rows not in (None, data.n_items):
-        raise DataError(f"model {directory.name} was trained on another catalogue than this split's "
-                        f"({data.n_items} movies); retrain it on this split", path=directory)
-
-
 def trained_models(ws: Workspace, split: str, names: tuple[str, ...] | None) -> dict[str, list[Path]]:
     """Model name -> its directories, one per seed (NAME first, then NAME.seedS by seed), in the
     registry's order; ablations (NAME~SLUG) are left to ``ablation_section``."""
@@ -154,7 +143,7 @@ def load_split_models(ws: Workspace, split: str, config: ReportConfig) -> Loaded
         models[name] = []
         for path in paths:
             model = load_recommender(path / "model")
-            check_catalogue(model, bench.data, path)
+            check_model(model, bench.data, path, split)
             models[name].append(model)
         metrics = paths[0] / METRICS_FILE
         meta[name] = {**(json.loads(metrics.read_text()) if metrics.exists() else {}), "seeds": len(paths)}
@@ -184,7 +173,7 @@ def run_protocol(ws: Workspace, split: str, config: ReportConfig) -> ProtocolRun
 def make_report(workspace: str | Path, config: ReportConfig = ReportConfig(), out: Path | None = None) -> Path:
     """Write the report directory (see the module docstring); returns it."""
     ws = Workspace(workspace)
-    out = Path(out or ws.root / "report")
+    out = Path(out or ws.report)
     out.mkdir(parents=True, exist_ok=True)
     runs = [run_protocol(ws, split, config) for split in config.protocols]
     lines = [config.header or f"# ARMoR report: {ws.root.name}\n", DEFINITIONS, seeds_note(runs)]
@@ -303,7 +292,7 @@ def ablation_section(ws: Workspace, run: ProtocolRun, config: ReportConfig) -> s
         rows.append(claims.seed_average([reference], config.bootstrap, config.seed))  # with its CI
         for name in (n for n in found if n.split(ABLATION_MARK)[0] == full):
             model = load_recommender(ws.models / run.split / name / "model")
-            check_catalogue(model, run.bench.data, ws.models / run.split / name)
+            check_model(model, run.bench.data, ws.models / run.split / name, run.split)
             result = evaluate(model, run.bench.data, "test", eval_config, name=ablation_label(name))
             rows.append(result)
             diff, (lo, hi), _ = paired_bootstrap_difference(

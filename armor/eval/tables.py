@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections.abc import Sequence
 
 from armor.eval.protocol import EvaluationResult
@@ -28,8 +29,9 @@ def markdown_table(results: Sequence[EvaluationResult], columns: Sequence[str] =
         for column in columns:
             value = row.get(column, float("nan"))
             cell = f"{value:.4f}"
-            if with_ci and f"{column}_lo" in row:
-                cell += f" [{row[f'{column}_lo']:.4f}, {row[f'{column}_hi']:.4f}]"
+            low, high = row.get(f"{column}_lo", math.nan), row.get(f"{column}_hi", math.nan)
+            if with_ci and not (math.isnan(low) or math.isnan(high)):  # no bootstrap, no interval
+                cell += f" [{low:.4f}, {high:.4f}]"
             cells.append(cell)
         lines.append(f"| {result.model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -2,9 +2,15 @@
 
 Stages are deprecated: versions carry aliases. :func:`register_embeddings` logs a
 :class:`~armor.tracking.serving.RecommenderPyfunc` (registering a bare artifact folder fails in
-MLflow 3) and points ``challenger`` at the new version; :func:`promote` moves ``champion`` to a
+MLflow 3) and points ``challenger`` at the new version; :func:`promote` moves a champion alias to a
 version only when its validation NDCG@10 beats the current champion's. A model version's
 validation NDCG@10 is its tag ``val_ndcg_at_10`` (:func:`armor.tracking.runs.mlflow_key`).
+
+Scores from different splits are not comparable (leave-one-out's NDCG@10 is several times lower
+than 80/10/10's), so a version tagged with its protocol (``armor.protocol``, the split it was
+trained on) competes only within it: the registry keeps ``champion-PROTOCOL`` per protocol, and
+``champion`` is ``champion-random`` (the 80/10/10 protocol, what `armor recommend` serves by
+default). A version without a protocol tag competes for ``champion`` directly.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL_NAME = "armor-item-embeddings"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+DEFAULT_PROTOCOL = "random"  # the protocol whose champion is also @champion
+PROTOCOL_TAG = "armor.protocol"
 SELECTION_METRIC = "val_ndcg@10"
 EMBEDDINGS_FILE = "item_embeddings.parquet"
 METRICS_FILE = "metrics.json"
@@ -60,14 +68,15 @@ def validation_metrics(model_dir: str | Path) -> dict[str, float]:
 def register_embeddings(model_dir: str | Path, name: str = DEFAULT_MODEL_NAME, run_id: str | None = None,
                         uri: str | None = None, metrics: Mapping[str, float] | None = None, *,
                         movies: str | Path | None = None, experiment: str = DEFAULT_EXPERIMENT,
-                        alias: str = CHALLENGER) -> str:
+                        alias: str = CHALLENGER, protocol: str | None = None) -> str:
     """Log the model dir's item embeddings as a :class:`RecommenderPyfunc`, register it as a new
     version of ``name``, tag it with its validation metrics (``val_ndcg_at_10`` ...) and point
     ``alias`` (challenger) at it. Returns the version.
 
     ``metrics`` default to the model dir's metrics.json; they must include ``val_ndcg@10``.
     ``run_id``: log into that run (else a new run in ``experiment``). ``movies``: a
-    movies.parquet whose titles the answers then carry.
+    movies.parquet whose titles the answers then carry. ``protocol``: the split the model was
+    trained on, tagged so that promotion compares it only with versions of the same protocol.
     """
     model_dir = Path(model_dir)
     embeddings = model_dir / EMBEDDINGS_FILE
@@ -96,6 +105,8 @@ def register_embeddings(model_dir: str | Path, name: str = DEFAULT_MODEL_NAME, r
                      what=f"{name} v{version} tag")
     with_retries(client.set_model_version_tag, name, version, "armor.model_dir", str(model_dir.resolve()),
                  what=f"{name} v{version} tag")
+    if protocol is not None:
+        with_retries(client.set_model_version_tag, name, version, PROTOCOL_TAG, protocol, what=f"{name} v{version} tag")
     with_retries(client.set_registered_model_alias, name, alias, version, what=f"{name} alias {alias}")
     log.info("registered %s version %s (%s %.4f) as @%s", name, version, SELECTION_METRIC,
              metrics[SELECTION_METRIC], alias)
@@ -148,25 +159,57 @@ def alias_version(name: str, alias: str, uri: str | None = None) -> str | None:
         raise
 
 
-def promote(name: str, version: str | int, uri: str | None = None, metric: str = SELECTION_METRIC) -> bool:
-    """Move ``champion`` to ``version`` if its validation metric beats the champion's (or there is none).
+def registered_model_dir(spec: str, uri: str | None = None) -> Path:
+    """The model directory a registered version was made from: ``spec`` is ``NAME@ALIAS``,
+    ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``."""
+    reference = spec.removeprefix("models:/")
+    name, at, alias = reference.partition("@")
+    if not at:
+        name, _, version = reference.rpartition("/")
+        if not name or not version:
+            raise TrackingError(f"{spec}: name a registered version as NAME@ALIAS or models:/NAME/VERSION")
+    else:
+        version = alias_version(name, alias, uri)
+        if version is None:
+            raise TrackingError(f"{spec}: no registered model {name!r} with alias {alias!r} at {uri}")
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        tags = client.get_model_version(name, str(version)).tags
+    except MlflowException as exc:
+        raise TrackingError(f"{spec}: no such registered version at {uri} ({exc.message})") from exc
+    if "armor.model_dir" not in tags:
+        raise TrackingError(f"{spec}: version {version} has no armor.model_dir tag; register it with `armor register`")
+    return Path(tags["armor.model_dir"])
 
-    Returns True when ``version`` is the champion afterwards, False when the champion stays put.
-    Only validation metrics decide: a test score never picks a model.
+
+def champion_alias(protocol: str | None) -> str:
+    """``champion-PROTOCOL`` (``champion`` for a version without a protocol)."""
+    return CHAMPION if protocol is None else f"{CHAMPION}-{protocol}"
+
+
+def promote(name: str, version: str | int, uri: str | None = None, metric: str = SELECTION_METRIC) -> bool:
+    """Move the champion alias of ``version``'s protocol to it if its validation metric beats that
+    champion's (or there is none); the default protocol's champion is also ``champion``.
+
+    Returns True when ``version`` is its protocol's champion afterwards, False when the champion stays
+    put. Only validation metrics of the same protocol decide: a test score never picks a model, and a
+    leave-one-out score never competes with an 80/10/10 one.
     """
     version = str(version)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    protocol = client.get_model_version(name, version).tags.get(PROTOCOL_TAG)
+    alias = champion_alias(protocol)
     candidate = version_metric(name, version, uri, metric)
-    current = alias_version(name, CHAMPION, uri)
-    if current == version:
-        return True
-    if current is not None:
+    current = alias_version(name, alias, uri)
+    if current != version and current is not None:
         incumbent = version_metric(name, current, uri, metric)
         if not candidate > incumbent:
-            log.info("%s v%s (%s %.4f) does not beat champion v%s (%.4f); champion unchanged",
-                     name, version, metric, candidate, current, incumbent)
+            log.info("%s v%s (%s %.4f) does not beat @%s v%s (%.4f); champion unchanged",
+                     name, version, metric, candidate, alias, current, incumbent)
             return False
-    with_retries(client.set_registered_model_alias, name, CHAMPION, version, what=f"{name} alias {CHAMPION}")
-    log.info("%s v%s (%s %.4f) is now @%s (was %s)", name, version, metric, candidate, CHAMPION,
+    aliases = [alias, CHAMPION] if protocol == DEFAULT_PROTOCOL else [alias]
+    for each in aliases:
+        with_retries(client.set_registered_model_alias, name, each, version, what=f"{name} alias {each}")
+    log.info("%s v%s (%s %.4f) is now @%s (was %s)", name, version, metric, candidate, " and @".join(aliases),
              f"v{current}" if current else "none")
     return True

@@ -340,3 +340,29 @@ def test_database_locked_is_retried_and_other_errors_are_not():
 
     with pytest.raises(MlflowException, match="database is locked"):
         with_retries(always_locked, attempts=3, base_delay=0.001)
+
+
+@pytest.mark.slow
+def test_champions_are_kept_per_protocol_and_scores_of_different_splits_never_compete(tmp_path):
+    """A leave-one-out score (several times lower) never competes with an 80/10/10 one: each protocol
+    has its own champion, and @champion is the 80/10/10 one."""
+    from armor.tracking.registry import champion_alias
+
+    uri = "sqlite:///" + str(tmp_path / "mlflow.db")
+    random_weak = register_embeddings(trained_model_dir(tmp_path / "r1", seed=1, ndcg=0.20), uri=uri,
+                                      protocol="random")
+    assert promote(DEFAULT_MODEL_NAME, random_weak, uri) is True
+    loo = register_embeddings(trained_model_dir(tmp_path / "l1", seed=2, ndcg=0.05), uri=uri, protocol="loo")
+    # 0.05 does not beat 0.20, but it is not compared with it: it is the first leave-one-out version.
+    assert promote(DEFAULT_MODEL_NAME, loo, uri) is True
+    assert alias_version(DEFAULT_MODEL_NAME, champion_alias("loo"), uri) == loo
+    assert alias_version(DEFAULT_MODEL_NAME, CHAMPION, uri) == random_weak  # @champion is @champion-random
+    random_strong = register_embeddings(trained_model_dir(tmp_path / "r2", seed=3, ndcg=0.25), uri=uri,
+                                        protocol="random")
+    assert promote(DEFAULT_MODEL_NAME, random_strong, uri) is True
+    assert alias_version(DEFAULT_MODEL_NAME, CHAMPION, uri) == random_strong
+    assert alias_version(DEFAULT_MODEL_NAME, champion_alias("random"), uri) == random_strong
+    loo_weaker = register_embeddings(trained_model_dir(tmp_path / "l2", seed=4, ndcg=0.04), uri=uri,
+                                     protocol="loo")
+    assert promote(DEFAULT_MODEL_NAME, loo_weaker, uri) is False  # compared with 0.05 only
+    assert alias_version(DEFAULT_MODEL_NAME, champion_alias("loo"), uri) == loo
