@@ -113,12 +113,43 @@ def apply_sample(job: TrainJob, sample: dict[str, Any]) -> TrainJob:
 def trial_job(config: dict[str, Any]) -> tuple[TrainJob, dict[str, Any]]:
     """A trial's job and sampled values from its config. The base job is plain data in the param
     space: Tune serialises it into its experiment state, and objects do not come back as
-    themselves from a restored sweep."""
+    themselves from a restored sweep. The workspace is the one the sweep lives in now
+    (``sweep_home``), so a sweep copied or moved with its workspace resumes there."""
     from armor.config import from_dict
 
     job = from_dict(TrainJob, config["job"])
+    home = sweep_home()
+    if home is not None:
+        job = dataclasses.replace(job, workspace=str(home[0]))
     sample = {k: config[k] for k in sampled(job)}
     return apply_sample(job, sample), sample
+
+
+def trial_tracker(config: dict[str, Any], job: TrainJob) -> TrialTracker | None:
+    """The trial's MLflow logger; when the sweep logged to its workspace's own SQLite store and has
+    moved with it, the store where it lives now."""
+    if not config.get("tracker"):
+        return None
+    state = dict(config["tracker"])
+    made_in = str(Path(config["job"]["workspace"]).resolve() / "mlflow.db")
+    if state["uri"].endswith(made_in) and job.workspace != config["job"]["workspace"]:
+        from armor.tracking.runs import tracking_uri
+
+        state["uri"] = tracking_uri(job.workspace)
+    return TrialTracker(**state)
+
+
+def sweep_home() -> tuple[Path, Path] | None:
+    """(workspace, Ray Train storage) of the running trial's sweep, from where the trial runs:
+    WORKSPACE/tune/NAME/TRIAL (None outside a Tune trial laid out so)."""
+    import ray.tune
+
+    try:
+        trial = Path(ray.tune.get_context().get_trial_dir())
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+    sweep = trial.parent
+    return (sweep.parent.parent, sweep / "ray_train") if sweep.parent.name == "tune" else None
 
 
 def sampled(job: TrainJob) -> tuple[str, ...]:
@@ -141,7 +172,7 @@ def tune_trial(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.load_state_dict(torch.load(Path(directory) / STATE_FILE, weights_only=False))
-    tracker = TrialTracker(**config["tracker"]) if config.get("tracker") else None
+    tracker = trial_tracker(config, job)
     if tracker is not None:
         tracker.start_trial(ray.tune.get_context().get_trial_name(), job, sample)
     try:
@@ -169,15 +200,16 @@ def tune_trial_on_ray_train(config: dict[str, Any]) -> None:
 
     job, sample = trial_job(config)
     trial = ray.tune.get_context().get_trial_id()
-    tracker = TrialTracker(**config["tracker"]) if config.get("tracker") else None
+    tracker = trial_tracker(config, job)
     callbacks = [TuneReportCallback()]
     if tracker is not None:
         tracker.start_trial(ray.tune.get_context().get_trial_name(), job, sample)
         callbacks.append(_epoch_logger(tracker.uri, tracker.run_id))
     try:
         placement = Placement(workers=int(config["trial_workers"]), use_gpu=bool(config["use_gpu"]), max_failures=2)
-        fit_on_ray(job, placement, storage=Path(config["train_storage"]), name=f"trial-{trial}",
-                   callbacks=callbacks)
+        home = sweep_home()
+        storage = home[1] if home is not None else Path(config["train_storage"])
+        fit_on_ray(job, placement, storage=storage, name=f"trial-{trial}", callbacks=callbacks)
     finally:
         if tracker is not None:
             tracker.end_trial()

@@ -63,7 +63,8 @@ class TrackingError(ArmorError):
 
 # ---------------------------------------------------------------------------- where runs go
 def tracking_uri(workspace: str | Path, flag: str | None = None) -> str:
-    """The flag, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<absolute workspace>/mlflow.db``."""
+    """The flag, else ``MLFLOW_TRACKING_URI``, else ``sqlite:///<absolute workspace>/mlflow.db`` (whose
+    recorded paths are first moved to this workspace if it was copied or moved: ``relocate``)."""
     if flag:
         return flag
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -74,7 +75,11 @@ def tracking_uri(workspace: str | Path, flag: str | None = None) -> str:
                           "an SQLite store; pass --tracking-uri http://HOST:PORT (see mlflow/README.md)")
     # Three slashes then the absolute path ("sqlite:////abs/mlflow.db"): with only three in all,
     # SQLAlchemy reads the path as relative to the working directory.
-    return "sqlite:///" + str(Path(workspace).expanduser().resolve() / "mlflow.db")
+    db = Path(workspace).expanduser().resolve() / "mlflow.db"
+    from armor.tracking.relocate import relocate_store
+
+    relocate_store(db)  # a copied or moved workspace's store points into it, not into the original
+    return "sqlite:///" + str(db)
 
 
 def sqlite_path(uri: str) -> Path | None:
