@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from armor import __version__
 from pipelines.cli import run_command
 
-# Stage name -> (module, one-line help). Modules are imported only to build their parser;
-# none imports Ray at import time, so `armor --help` stays fast.
+# Stage name -> (module, one-line help). Only the stage being run is imported (to build its
+# parser): `armor --help` imports none, and no stage imports Ray, torch or pandas to parse flags.
 STAGES = {
     "data": ("pipelines.data", "prepare MovieLens, generate synthetic worlds, split"),
     "scrape": ("pipelines.scrape", "enrich movies from TMDB on Ray Data (overview, poster, trailer thumbnail)"),
@@ -27,13 +27,19 @@ STAGES = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; with ``argv``, only the stage it names gets its flags (the others are listed
+    by name and help), so that parsing one stage imports one stage module. Without: every stage."""
     parser = argparse.ArgumentParser(
         prog="armor", description="ARMoR: multimodal movie retrieval on Ray, MLflow and FAISS.",
         epilog="Run `armor <stage> --help` for a stage's options.")
     parser.add_argument("--version", action="version", version=f"armor {__version__}")
     sub = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
+    wanted = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
     for name, (module_name, help_text) in STAGES.items():
+        if wanted is not None and name != wanted:
+            sub.add_parser(name, help=help_text)
+            continue
         module = importlib.import_module(module_name)
         stage = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip())
         module.add_arguments(stage)
@@ -43,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     return run_command(args.func, args)
 
 

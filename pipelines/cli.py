@@ -72,8 +72,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser | argparse._Argument
             kwargs["choices"] = list(choices[field.name])
         text = field.metadata.get("help", "").replace("%", "%%")  # argparse formats help with %
         flag = _flag(prefix, field.name)
-        if kwargs.get("action") == "store_false":
+        if kwargs.get("action") == "store_false":  # the field's help says what it does when on
             flag = "--no-" + flag[2:]
+            text = f"{text} (on by default; this flag turns it off)"
         if field.name in required:
             kwargs["required"] = True
         elif default is not None and "action" not in kwargs:

@@ -43,8 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     synth = sub.add_parser("synth", help="write a synthetic MovieLens-format world (ml-1m files + content)",
                            description="Generate a seeded synthetic world whose latent genres drive both "
                            "ratings and content, in the ml-1m file format plus content.parquet.")
-    synth.add_argument("--size", default="tiny", help="preset: tiny, small, ml-100k, ml-1m, ml-10m, ml-32m")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", default="tiny", help="preset: tiny, small, ml-100k, ml-1m, ml-10m, ml-32m "
+                       "(default tiny)")
+    synth.add_argument("--seed", type=int, default=0, help="seed of the synthetic world: its users, movies, ratings "
+                       "and content (default 0)")
     synth.add_argument("--out", required=True, type=Path, help="directory to write the ml-1m files into")
     synth.add_argument("--no-content", action="store_true", help="skip overviews and images")
     add_common(synth)
@@ -56,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "positives into train/valid/test: random or temporal 80/10/10, leave-one-out (latest "
                            "positive to test, the one before it to valid; ties by timestamp, then movie id), or "
                            "the item cold start (a seeded share of movies held out entirely). Prints the funnel.")
-    split.add_argument("--workspace", required=True, type=Path)
+    split.add_argument("--workspace", required=True, type=Path, help="workspace written by `armor data prepare`")
     add_dataclass_arguments(split, SplitConfig)
     split.add_argument("--name", default=None, help="split directory name (default: the method)")
     split.add_argument("--features-dir", type=Path, default=None,

@@ -46,7 +46,7 @@ class DemoJob:
                                          "a directory")
     protocols: tuple[Protocol, ...] = setting(("loo", "random"), "split protocols of Table 1 (every model is "
                                                                  "trained, early-stopped and tuned on each)")
-    cold_start: bool = setting(True, "skip the item cold-start benchmark")
+    cold_start: bool = setting(True, "run the item cold-start benchmark")
     bootstrap: int = setting(1000, "bootstrap resamples for 95% CIs")
     seed: int = setting(0, "seed of every split, model and resample")
     scrape_rate: float = setting(300.0, "requests/s against the local server (the real TMDB default is 40)")
@@ -57,12 +57,12 @@ class DemoJob:
     trials: int = setting(2, "validation trials of its search space per trainable model (the same for every one)")
     seeds: tuple[int, ...] = setting((0,), "training seeds: the chosen settings are refit once per seed (with one "
                                            "seed the report makes no 'better than' claims)")
-    sweep: bool = setting(True, "skip the Tune sweep and the registry step")
+    sweep: bool = setting(True, "run a small Tune sweep and the registry step")
     content_epochs: int = setting(15, "epoch cap of the content models (early stopping on validation picks the epoch)")
     parallel: int = setting(2, "train this many models at once, as Ray tasks of one CPU each (1: one after another "
                                "in this process)")
     models: tuple[str, ...] | None = setting(None, "train only these registered models (default: every one)")
-    tracking: bool = setting(True, "do not log the stages to MLflow (the registry step still uses it)")
+    tracking: bool = setting(True, "log the stages to MLflow (the registry step uses it either way)")
     query_title: str = setting("Star Wars (1977)", "query movie of the top-5 figure")
     title: str = setting("ARMoR demo", "the report's title")
 
@@ -262,7 +262,7 @@ def sweep_register_recommend(ws: Workspace, seed: int) -> None:
     settings = ModelSettings.of(fusion=FusionConfig(dim=128),
                                 train=TrainConfig(epochs=6, steps_per_epoch=20)).with_seed(seed)
     base = TrainJob(workspace=str(ws.root.resolve()), model="fused", settings=settings)
-    tune(TuneJob(base=base, space=SearchSpace(dims=(64, 128)), name="demo-sweep", samples=4, grace_period=2))
+    tune(TuneJob(base=base, space=SearchSpace(out_dims=(64, 128)), name="demo-sweep", samples=4, grace_period=2))
     for model in ("random/fused", "random/demo-sweep-best", "random/armor-graph"):
         version, champion, uri = register(ws.root, model)
         log.info("[5/6] registered %s as version %s%s", model, version, " (champion)" if champion else "")

@@ -210,7 +210,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workspace", required=True, type=Path)
+    parser.add_argument("--workspace", required=True, type=Path, help="workspace written by `armor scrape`")
     add_dataclass_arguments(parser, EncodeConfig)
     parser.add_argument("--features-dir", type=Path, default=None, help="default WORKSPACE/features")
     parser.add_argument("--overwrite", action="store_true", help="re-encode when the encoders changed")

@@ -27,7 +27,7 @@ DEFAULT_NAME = "armor-item-embeddings"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workspace", required=True, type=Path)
+    parser.add_argument("--workspace", required=True, type=Path, help="workspace whose models/ holds the model")
     parser.add_argument("--model", required=True, help="SPLIT/NAME under WORKSPACE/models (from `armor train`), "
                         "e.g. random/fused")
     parser.add_argument("--name", default=DEFAULT_NAME, help=f"registered model name (default {DEFAULT_NAME})")

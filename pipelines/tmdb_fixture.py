@@ -24,29 +24,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic:tiny|small|ml-100k|ml-1m|ml-10m|ml-32m, or a workspace holding movies.parquet")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8089, help="port (default 8089; 0 picks a free one)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic world and stand-in content")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the synthetic world and stand-in content (default 0)")
     parser.add_argument("--token", default="fixture-token",
-                        help="bearer token the API accepts (give the client the same as TMDB_API_TOKEN)")
-    parser.add_argument("--api-key", default="fixture-key", help="v3 api_key the API accepts")
+                        help="bearer token the API accepts (give the client the same as TMDB_API_TOKEN; default "
+                             "fixture-token)")
+    parser.add_argument("--api-key", default="fixture-key", help="v3 api_key the API accepts (default fixture-key)")
     parser.add_argument("--no-auth", action="store_true", help="accept requests without credentials")
     faults = parser.add_argument_group("faults (all off by default)")
-    faults.add_argument("--fault-seed", type=int, default=0)
-    faults.add_argument("--latency", type=float, default=0.0, help="seconds added to every request")
-    faults.add_argument("--share-429", type=float, default=0.0, help="share of requests answered 429")
-    faults.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds sent with 429/503")
-    faults.add_argument("--share-5xx", type=float, default=0.0, help="share answered 500/502/503/504")
-    faults.add_argument("--share-drop", type=float, default=0.0, help="share whose connection is dropped")
-    faults.add_argument("--share-corrupt", type=float, default=0.0, help="share of images corrupted")
-    faults.add_argument("--share-truncated", type=float, default=0.0, help="share of images truncated")
-    faults.add_argument("--share-no-trailer", type=float, default=0.0, help="share of movies without a trailer")
-    faults.add_argument("--fail-first", type=int, default=0, help="fail the first N attempts at every URL")
+    faults.add_argument("--fault-seed", type=int, default=0, help="seed of the random faults (default 0)")
+    for flag, kind, default, text in (
+            ("--latency", float, 0.0, "seconds added to every request"),
+            ("--share-429", float, 0.0, "share of requests answered 429"),
+            ("--retry-after", float, 1.0, "Retry-After seconds sent with 429/503"),
+            ("--share-5xx", float, 0.0, "share answered 500/502/503/504"),
+            ("--share-drop", float, 0.0, "share whose connection is dropped"),
+            ("--share-corrupt", float, 0.0, "share of images corrupted"),
+            ("--share-truncated", float, 0.0, "share of images truncated"),
+            ("--share-no-trailer", float, 0.0, "share of movies without a trailer"),
+            ("--fail-first", int, 0, "fail the first N attempts at every URL")):
+        faults.add_argument(flag, type=kind, default=default, help=f"{text} (default %(default)s)")
     faults.add_argument("--fail-mode", default="503", help="how --fail-first fails: 429, 500, 502, 503, 504, "
-                        "drop or stall")
+                        "drop or stall (default 503)")
     faults.add_argument("--bomb-ids", default="", metavar="IDS", help="tmdb ids whose poster is a pixel bomb "
-                        "(comma list, lo-hi ranges)")
-    faults.add_argument("--malicious-ids", default="", metavar="IDS", help="tmdb ids with a hostile poster_path")
-    faults.add_argument("--wrong-type-ids", default="", metavar="IDS", help="tmdb ids whose poster is text/html")
-    faults.add_argument("--not-found-ids", default="", metavar="IDS", help="tmdb ids that always 404")
+                        "(comma list, lo-hi ranges; default none)")
+    faults.add_argument("--malicious-ids", default="", metavar="IDS",
+                        help="tmdb ids with a hostile poster_path (default none)")
+    faults.add_argument("--wrong-type-ids", default="", metavar="IDS",
+                        help="tmdb ids whose poster is text/html (default none)")
+    faults.add_argument("--not-found-ids", default="", metavar="IDS", help="tmdb ids that always 404 (default none)")
     add_common(parser)
 
 

@@ -25,7 +25,7 @@ class Tracking:
     tracking_uri: str | None = setting(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite "
                                              "in the workspace)")
     experiment: str = setting(EXPERIMENT, "MLflow experiment")
-    tracking: bool = setting(True, "do not log to MLflow")
+    tracking: bool = setting(True, "log the stage to MLflow")
 
 
 def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:

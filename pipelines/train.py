@@ -74,8 +74,8 @@ class TrainJob:
     seeds: tuple[int, ...] | None = setting(None, "refit the chosen settings once per seed (the first seed also "
                                                   "searches; default: --seed); seed S after the first is saved as "
                                                   "NAME.seedS")
-    refit: bool = setting(True, "keep the model trained on train instead of refitting it on train + validation "
-                                "for the epoch count validation chose")
+    refit: bool = setting(True, "refit the chosen settings on train + validation for the epoch count validation "
+                                "chose (off: keep the model trained on train)")
     keep_fold_in: bool = setting(False, "also save the model trained on train alone as NAME~fold-in (an ablation: "
                                         "it folds the validation positives in only at test time)")
     name: str | None = setting(None, "output name under WORKSPACE/models (default: the model)")
@@ -446,7 +446,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser, sections: tuple[str,
         prefix = "" if section in UNPREFIXED else f"{section}-"
         exclude = ("seed", "variant") if section == "fusion" else ("seed",)
         add_dataclass_arguments(group, SECTIONS[section], prefix=prefix, exclude=exclude)
-    parser.add_argument("--seed", type=int, default=0, help="seed of every model's initialisation and sampling")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of every model's initialisation and sampling (default 0)")
 
 
 def settings_from_args(args: argparse.Namespace, sections: tuple[str, ...] = tuple(SECTIONS)) -> ModelSettings:

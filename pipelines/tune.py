@@ -40,7 +40,8 @@ SAMPLED = {"fused": ("margin", "out_dim", "lr", "variant"), "armor-graph": ("lr"
 class SearchSpace:
     margin_min: float = setting(0.05, "lowest triplet margin")
     margin_max: float = setting(0.5, "highest triplet margin")
-    dims: tuple[int, ...] = setting((64, 128, 256, 512), "retrieval dimensions d to try")
+    out_dims: tuple[int, ...] = setting((64, 128, 256, 512), "retrieval dimensions (the fusion's out_dim, "
+                                                              "--out-dim of `armor train`) to try")
     lr_min: float = setting(3e-4, "lowest learning rate (log-uniform)")
     lr_max: float = setting(3e-3, "highest learning rate (log-uniform)")
     variants: tuple[Literal["full", "paper"], ...] = setting(("full", "paper"), "fusion variants to try")
@@ -88,7 +89,7 @@ class TuneJob:
     trial_workers: int = setting(0, "run each trial as a Ray Train run with N data-parallel workers, one CPU "
                                     "(and GPU) each; 0: each trial trains in its own process")
     max_concurrent: int | None = setting(None, "trials at once (default: as many as the cluster's CPUs hold)")
-    retrain: bool = setting(True, "stop after the sweep (do not retrain the winner and score it on test)")
+    retrain: bool = setting(True, "retrain the sweep's winner and score it on test once (off: stop after the sweep)")
 
     def __post_init__(self) -> None:
         if self.trial_workers < 0:
@@ -242,7 +243,7 @@ def search_space(job: TuneJob) -> dict[str, Any]:
                 "temperature": tune.uniform(graph.temperature_min, graph.temperature_max),
                 "layers": tune.choice(list(graph.layer_counts)), "reg": tune.loguniform(graph.reg_min, graph.reg_max)}
     space = job.space
-    return {"margin": tune.uniform(space.margin_min, space.margin_max), "out_dim": tune.choice(list(space.dims)),
+    return {"margin": tune.uniform(space.margin_min, space.margin_max), "out_dim": tune.choice(list(space.out_dims)),
             "lr": tune.loguniform(space.lr_min, space.lr_max), "variant": tune.choice(list(space.variants))}
 
 
@@ -368,7 +369,7 @@ def record_sweep(directory: Path, job: TuneJob, sample: dict[str, Any]) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workspace", required=True, type=Path)
+    parser.add_argument("--workspace", required=True, type=Path, help="workspace with the split to sweep on")
     parser.add_argument("--split", default="random", help="split name under WORKSPACE/splits (default random)")
     parser.add_argument("--model", choices=tuple(SAMPLED), default="fused",
                         help="fused (with --variants, both fusions) or armor-graph (default fused)")

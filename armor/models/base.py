@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from armor.errors import DataError
 from armor.io import atomic_path
 
 if TYPE_CHECKING:
+    import scipy.sparse as sp
     import torch
 
     from armor.config import EvalConfig

@@ -19,7 +19,7 @@ from tests.workspaces import make_workspace
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
-SMALL = ["--samples", "4", "--epochs", "3", "--steps-per-epoch", "4", "--batch-size", "64", "--dims", "16", "32",
+SMALL = ["--samples", "4", "--epochs", "3", "--steps-per-epoch", "4", "--batch-size", "64", "--out-dims", "16", "32",
          "--dim", "32", "--grace-period", "3"]
 
 
