@@ -414,6 +414,8 @@ class ArmorGraphConfig:
     content_graph: bool = setting(True, "add one hop over the frozen item-item kNN graph of the features")
     knn_k: int = setting(10, "neighbours per item and modality in the content graph")
     align_weight: float = setting(0.1, "weight of the content-to-collaborative InfoNCE term")
+    content_rank_weight: float = setting(0.0, "weight of the term where users rank the batch's content vectors (trains "
+                                              "the path that scores new movies; 0: off)")
     align_temperature: float = setting(2.67, "temperature of the alignment InfoNCE (see the class docstring)")
     id_embeddings: bool = setting(True, "learn a free ID embedding per item (off: content vectors at layer 0)")
     fusion_variant: FusionVariant = setting("full", "fusion module of the content side: full or paper")
@@ -434,6 +436,7 @@ class ArmorGraphConfig:
                   ("temperature", self.temperature > 0 and self.align_temperature > 0),
                   ("profile_weight", self.profile_weight >= 0), ("knn_k", self.knn_k >= 1),
                   ("align_weight", self.align_weight >= 0), ("reduce_dim", self.reduce_dim >= 0),
+                  ("content_rank_weight", self.content_rank_weight >= 0),
                   ("sampled_candidates", self.sampled_candidates >= 0),
                   ("heads", self.heads >= 1 and self.fusion_dim % self.heads == 0),
                   ("fusion_dropout", 0.0 <= self.fusion_dropout < 1.0),

@@ -261,16 +261,35 @@ class GraphHybrid(TrainableRecommender):
         if users.size:
             logits, target = self._ranking_logits(z, v, cand, target, picked)
             ranking = F.cross_entropy(logits, torch.as_tensor(target, dtype=torch.int64, device=device)) * share
-        align = ranking.new_zeros(())
-        if cfg.content and cfg.align_weight > 0:  # the same on every rank: each carries 1 / world_size
+        align = content_rank = ranking.new_zeros(())
+        if cfg.content and (cfg.align_weight > 0 or cfg.content_rank_weight > 0):
             rows = np.arange(candidates.size) if picked is None else picked  # (S,) positions in C
             mine_ = torch.as_tensor(rows, device=device)
-            f = self._content(cand[mine_]) if content is None else content.index_select(0, cand[mine_])  # (S, d)
-            align_logits = _unit(f) @ v.detach().T / cfg.align_temperature  # (S, C)
-            align = F.cross_entropy(align_logits, mine_) / self._world_size
+            f = _unit(self._content(cand[mine_]) if content is None else content.index_select(0, cand[mine_]))  # (S, d)
+            # the same on every rank: each carries 1 / world_size
+            align = F.cross_entropy(f @ v.detach().T / cfg.align_temperature, mine_) / self._world_size  # (S, C)
+            if cfg.content_rank_weight > 0 and users.size:
+                content_rank = self._content_ranking(z, f, rows, target, cand) * share
         touched = torch.as_tensor(np.concatenate([users, positives + self._n_users]), device=device)  # (2b,)
         l2 = torch.cat([params.users, params.items]).index_select(0, touched).pow(2).sum() / (2 * n_batch)
-        return ranking + cfg.align_weight * align + cfg.reg * l2, ranking, align
+        total = ranking + cfg.align_weight * align + cfg.content_rank_weight * content_rank + cfg.reg * l2
+        return total, ranking, align
+
+    def _content_ranking(self, z: Tensor, f: Tensor, rows: np.ndarray, target: np.ndarray, cand: Tensor) -> Tensor:
+        """The users' (stopped-gradient) vectors rank the content vectors ``f`` (S, d) of the candidates
+        at ``rows`` (positions in C): the softmax of each row whose positive is among them, log-Q
+        corrected. It trains the content path to be scored the way a new movie is scored, by a user
+        vector against its content vector, without moving any warm-movie score."""
+        position = np.full(cand.numel(), -1)
+        position[rows] = np.arange(rows.size)
+        kept = np.flatnonzero(position[target] >= 0)  # rows whose positive has a content vector here
+        if kept.size == 0:
+            return f.new_zeros(())
+        kept_t = torch.as_tensor(kept, device=z.device)
+        logits = z.detach().index_select(0, kept_t) @ f.T / self.config.temperature  # (k, S)
+        logits = logits - self._log_q.index_select(0, cand[torch.as_tensor(rows, device=z.device)])[None, :]
+        targets = torch.as_tensor(position[target[kept]], dtype=torch.int64, device=z.device)
+        return F.cross_entropy(logits, targets) * (kept.size / target.size)
 
     def _ranking_logits(self, z: Tensor, v: Tensor, cand: Tensor, target: np.ndarray,
                         picked: np.ndarray | None) -> tuple[Tensor, np.ndarray]:

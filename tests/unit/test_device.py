@@ -174,7 +174,8 @@ def drive_graph_hybrid(name: str, bench: Benchmark, monkeypatch) -> None:
         model.begin(bench.data.train, streams)
         assert on_cuda(*model._params.parameters(), model._adjacency, model._profiles, *model._item_graph)
         assert on_cuda(*model._loss(*next(model._batches(streams.numpy)), streams.numpy))
-        model.config = dataclasses.replace(model.config, sampled_candidates=4)  # the sampled softmax too
+        # the sampled softmax and the content ranking term too
+        model.config = dataclasses.replace(model.config, sampled_candidates=4, content_rank_weight=1.0)
         assert on_cuda(*model._loss(*next(model._batches(streams.numpy)), streams.numpy))
         users, items, content = model._final_tensors()
         assert on_cuda(users, items, content) and tuple(items.shape) == (bench.data.n_items, 8)
