@@ -202,6 +202,11 @@ def run_units(units: list[Unit], job: DemoJob) -> None:
 
     order = sorted(rest, key=lambda u: COSTLIEST.index(u.job.model) if u.job.model in COSTLIEST
                    else len(COSTLIEST) + list(MODELS).index(u.job.model))
+    if job.tracking:  # create (and migrate) the store here: tasks racing to do it fail (see STACK_NOTES)
+        from armor.tracking.runs import ensure_experiment, tracking_uri
+        from pipelines.tracking import EXPERIMENT
+
+        ensure_experiment(EXPERIMENT, tracking_uri(order[0].job.workspace))
     with ray_session():
         remote = ray.remote(num_cpus=1)(train_unit).options(max_retries=1)
         shown = driver_logging()  # a task's process logs and shows progress as this one does
