@@ -227,7 +227,9 @@ def train_unit(unit: Unit, tracking: bool, logging_config: dict[str, Any] | None
     from pipelines.tracking import Tracking
     from pipelines.train import train, worker_logging
 
-    if logging_config is not None:
+    if logging_config is not None:  # a Ray task's process: log and show progress as the driver does
+        if not logging.getLogger().handlers:
+            logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
         worker_logging(logging_config)
     return train(unit.job, unit.placement, Tracking(tracking=tracking))
 
