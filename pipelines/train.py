@@ -255,7 +255,7 @@ def _train(job: TrainJob, placement: Placement) -> dict[str, Any]:
                job, f"{job.output}{FOLD_IN}")
     summaries = []
     # A model with no seed trains the same way whatever the seed: once is enough.
-    seeds = (job.seeds or (None,)) if has_seed(job.model) else (job.seeds or (None,))[:1]
+    seeds = (job.seeds or (None,))[: None if has_seed(job.model) else 1]
     summary["deterministic"] = not has_seed(job.model)
     for index, seed in enumerate(seeds):
         seeded = chosen if index == 0 else chosen.with_seed(seed)
