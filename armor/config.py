@@ -1,15 +1,15 @@
 """Typed, frozen configuration. YAML and command-line flags only fill these dataclasses.
 
 Each dataclass validates itself in ``__post_init__`` so a bad value fails where it is set,
-with the field's name in the message, not deep inside a training loop.
+with the field's name in the message, not deep inside a training loop: first every field against
+its annotation (``armor.fields``: strict types; a ``Literal`` is the one list of its choices,
+which the CLI reads too), then the ranges.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import types
-import typing
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,11 +18,13 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from armor.errors import ConfigError
+from armor.fields import check_fields, coerce, field_hints
 
 T = TypeVar("T")
 
 SplitMethod = Literal["random", "temporal", "loo", "cold"]
 MissingModalityPolicy = Literal["exclude", "impute"]
+Modality = Literal["text", "poster", "thumbnail"]
 
 
 def _check(condition: bool, field: str, message: str) -> None:
@@ -66,12 +68,7 @@ class SplitConfig:
     seed: int = setting(0, "seed of the random split and of the held-out movies")
 
     def __post_init__(self) -> None:
-        _check(self.method in ("random", "temporal", "loo", "cold"), "split.method",
-               f"must be random, temporal, loo or cold, got {self.method!r}")
-        _check(self.catalogue in ("all", "multimodal"), "split.catalogue",
-               f"must be all or multimodal, got {self.catalogue!r}")
-        _check(self.missing_modality in ("exclude", "impute"), "split.missing_modality",
-               f"must be exclude or impute, got {self.missing_modality!r}")
+        check_fields(self, "split")
         _check(0.0 < self.cold_share < 0.5, "split.cold_share", f"must be in (0, 0.5), got {self.cold_share}")
         _check(0.0 < self.cold_valid_share and self.cold_share + self.cold_valid_share < 0.5, "split.cold_valid_share",
                f"must be positive with cold_share + cold_valid_share < 0.5, got {self.cold_valid_share}")
@@ -96,6 +93,7 @@ class EvalConfig:
     seed: int = setting(0, "seed of the bootstrap and of the tie order")
 
     def __post_init__(self) -> None:
+        check_fields(self, "eval")
         _check(len(self.ks) > 0 and all(k >= 1 for k in self.ks), "eval.ks",
                f"must be positive integers, got {self.ks!r}")
         _check(self.batch_size >= 1, "eval.batch_size", "must be >= 1")
@@ -107,7 +105,8 @@ def from_dict(cls: type[T], values: Mapping[str, Any] | None, where: str = "") -
     """Build dataclass ``cls`` from a mapping, recursing into nested dataclasses.
 
     Unknown keys are an error naming the key, so a typo in a YAML file never silently
-    falls back to a default.
+    falls back to a default; every value is checked against its field's annotation
+    (``armor.fields.coerce``), the error naming ``where``, the field and the value.
     """
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -115,36 +114,35 @@ def from_dict(cls: type[T], values: Mapping[str, Any] | None, where: str = "") -
     prefix = f"{where}." if where else ""
     if unknown:
         raise ConfigError(f"{prefix}{unknown[0]}: unknown setting; known: {', '.join(fields)}")
-    hints = typing.get_type_hints(cls)
+    missing = [name for name, f in fields.items() if name not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]}: required setting is missing")
+    hints = field_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}")
+        if value is None and fields[name].default is None:  # a field that is None until set
+            kwargs[name] = None
+        else:
+            kwargs[name] = coerce(hints[name], value, f"{prefix}{name}")
     return cls(**kwargs)
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    if isinstance(hint, type) and hasattr(hint, "from_dict") and isinstance(value, Mapping):
-        return hint.from_dict(value, where)  # a type that knows how to rebuild itself
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return from_dict(hint, value, where)
-    origin = typing.get_origin(hint)
-    if origin is tuple and isinstance(value, (list, tuple)):
-        args = typing.get_args(hint)
-        item = args[0] if args else Any
-        return tuple(_coerce(item, v, where) for v in value)
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.2's floats: PyYAML (YAML 1.1) reads ``1e-3`` and ``1e5`` as strings, since its float
+    needs a dot; a learning rate written that way must arrive as the number it is."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 def from_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_YamlLoader) or {}  # a SafeLoader
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
     if section is not None:
@@ -203,6 +201,7 @@ class ScrapeConfig:
     seed: int | None = setting(None, "seed of the retry jitter (default: different on every run)")
 
     def __post_init__(self) -> None:
+        check_fields(self, "scrape")
         for name in ("tmdb_api_url", "tmdb_image_url", "thumbnail_url"):
             _check(_is_http_url(getattr(self, name)), f"scrape.{name}",
                    f"must be an http(s) URL, got {getattr(self, name)!r}")
@@ -216,8 +215,6 @@ class ScrapeConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"scrape.{name}", f"must be an integer >= 1, got {value!r}")
         _check(0.0 <= self.link_threshold <= 1.0, "scrape.link_threshold", "must be in [0, 1]")
-        _check(self.missing_modality in ("exclude", "impute"), "scrape.missing_modality",
-               f"must be exclude or impute, got {self.missing_modality!r}")
         for name in ("total_timeout", "connect_timeout", "backoff_cap", "retry_after_cap"):
             value = getattr(self, name)
             _check(value > 0, f"scrape.{name}", f"must be > 0 seconds, got {value!r}")
@@ -248,8 +245,7 @@ class EncodeConfig:
     image_backbone: Literal["efficientnet-lite0", "resnet50"] = setting("efficientnet-lite0", "image encoder")
     image_weights: str = setting("imagenet", "imagenet (packaged for EfficientNet-Lite0, torchvision's cache for "
                                              "ResNet-50), a weights file, or none (random init, recorded as such)")
-    modalities: tuple[Literal["text", "poster", "thumbnail"], ...] = setting(("text", "poster", "thumbnail"),
-                                                                             "modalities to encode")
+    modalities: tuple[Modality, ...] = setting(("text", "poster", "thumbnail"), "modalities to encode")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
     batch_size: int = setting(32, "images or overviews per encoder call")
     actors: int | None = setting(None, "encoder actors (default: one per GPU, or one on a CPU-only cluster)")
@@ -259,16 +255,12 @@ class EncodeConfig:
                                          "instead of in Pillow CPU tasks; other images still go through Pillow")
 
     def __post_init__(self) -> None:
-        _check(self.image_backbone in ("efficientnet-lite0", "resnet50"), "encode.image_backbone",
-               f"must be efficientnet-lite0 or resnet50, got {self.image_backbone!r}")
-        _check(bool(self.modalities) and set(self.modalities) <= {"text", "poster", "thumbnail"},
-               "encode.modalities", f"must be some of text, poster, thumbnail, got {self.modalities!r}")
+        check_fields(self, "encode")
+        _check(bool(self.modalities), "encode.modalities", "must name at least one of text, poster, thumbnail")
         _check(self.batch_size >= 1, "encode.batch_size", "must be >= 1")
         _check(self.actors is None or self.actors >= 1, "encode.actors", "must be >= 1")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "encode.device",
                f"must be auto, cpu or cuda[:N], got {self.device!r}")
-        _check(self.amp_dtype in ("auto", "bf16", "fp16", "fp32"), "encode.amp_dtype",
-               f"must be auto, bf16, fp16 or fp32, got {self.amp_dtype!r}")
 
 
 FusionVariant = Literal["paper", "full"]
@@ -288,16 +280,15 @@ class FusionConfig:
     out_dim: int = setting(128, "dimension of the retrieval space")
     heads: int = setting(4, "attention heads (full fusion only)")
     dropout: float = setting(0.1, "dropout inside the fusion / projection")
-    modalities: tuple[str, ...] = setting(("text", "poster", "thumbnail"), "modalities the fusion reads")
+    modalities: tuple[Modality, ...] = setting(("text", "poster", "thumbnail"), "modalities the fusion reads")
 
     def __post_init__(self) -> None:
-        _check(self.variant in ("paper", "full"), "fusion.variant", f"must be paper or full, got {self.variant!r}")
+        check_fields(self, "fusion")
         _check(self.dim >= 1 and self.out_dim >= 1, "fusion.dim", "dimensions must be >= 1")
         _check(self.heads >= 1 and self.dim % self.heads == 0, "fusion.heads",
                f"must divide fusion.dim={self.dim}, got {self.heads}")
         _check(0.0 <= self.dropout < 1.0, "fusion.dropout", "must be in [0, 1)")
-        _check(bool(self.modalities) and set(self.modalities) <= {"text", "poster", "thumbnail"},
-               "fusion.modalities", f"must be some of text, poster, thumbnail, got {self.modalities!r}")
+        _check(bool(self.modalities), "fusion.modalities", "must name at least one of text, poster, thumbnail")
 
 
 Objective = Literal["triplet", "infonce"]
@@ -330,10 +321,7 @@ class TrainConfig:
     seed: int = setting(0, "seed of initialisation, sampling and mining")
 
     def __post_init__(self) -> None:
-        _check(self.objective in ("triplet", "infonce"), "train.objective",
-               f"must be triplet or infonce, got {self.objective!r}")
-        _check(self.mining in ("random", "semi-hard", "batch-hard"), "train.mining",
-               f"must be random, semi-hard or batch-hard, got {self.mining!r}")
+        check_fields(self, "train")
         _check(0.0 <= self.margin <= 2.0, "train.margin", f"must be in [0, 2] (cosine), got {self.margin}")
         _check(self.temperature > 0, "train.temperature", "must be > 0")
         _check(self.batch_size >= 2, "train.batch_size", "must be >= 2")
@@ -354,6 +342,7 @@ class BPRConfig:
     seed: int = setting(0, "seed of initialisation and sampling")
 
     def __post_init__(self) -> None:
+        check_fields(self, "bpr")
         _check(self.factors >= 1, "bpr.factors", "must be >= 1")
         _check(self.learning_rate > 0, "bpr.learning_rate", "must be > 0")
         _check(self.regularization >= 0, "bpr.regularization", "must be >= 0")
@@ -374,6 +363,7 @@ class LightGCNConfig:
     seed: int = setting(0, "seed of initialisation and sampling")
 
     def __post_init__(self) -> None:
+        check_fields(self, "lightgcn")
         _check(self.dim >= 1, "lightgcn.dim", "must be >= 1")
         _check(self.layers >= 0, "lightgcn.layers", "must be >= 0")
         _check(self.lr > 0, "lightgcn.lr", "must be > 0")
@@ -430,19 +420,25 @@ class ArmorGraphConfig:
                       "(neighbours) or by its aligned content vector (content)")
 
     def __post_init__(self) -> None:
-        checks = (("dim", self.dim >= 1 and self.fusion_dim >= 1), ("layers", self.layers >= 0),
-                  ("lr", self.lr > 0), ("reg", self.reg >= 0), ("batch_size", self.batch_size >= 2),
-                  ("epochs", self.epochs >= 1), ("patience", self.patience >= 1),
-                  ("temperature", self.temperature > 0 and self.align_temperature > 0),
-                  ("profile_weight", self.profile_weight >= 0), ("knn_k", self.knn_k >= 1),
-                  ("align_weight", self.align_weight >= 0), ("reduce_dim", self.reduce_dim >= 0),
-                  ("content_rank_weight", self.content_rank_weight >= 0),
-                  ("sampled_candidates", self.sampled_candidates >= 0),
-                  ("heads", self.heads >= 1 and self.fusion_dim % self.heads == 0),
-                  ("fusion_dropout", 0.0 <= self.fusion_dropout < 1.0),
-                  ("id_embeddings", self.id_embeddings or self.content),
-                  ("new_item_vector", self.new_item_vector in ("neighbours", "content")))
-        for name, ok in checks:
-            if not ok:
-                raise ConfigError(f"armor_graph.{name}: out of range ({getattr(self, name)!r}); without ID "
-                                  "embeddings the content side must be on")
+        check_fields(self, "armor_graph")
+        for name, ok, rule in self._checks():
+            _check(ok, f"armor_graph.{name}", f"{rule}, got {getattr(self, name)!r}")
+
+    def _checks(self) -> tuple[tuple[str, bool, str], ...]:
+        """(field, whether it is valid, the rule it breaks otherwise): each check names its own field."""
+        return (("dim", self.dim >= 1, "must be >= 1"), ("fusion_dim", self.fusion_dim >= 1, "must be >= 1"),
+                ("layers", self.layers >= 0, "must be >= 0"), ("lr", self.lr > 0, "must be > 0"),
+                ("reg", self.reg >= 0, "must be >= 0"), ("batch_size", self.batch_size >= 2, "must be >= 2"),
+                ("epochs", self.epochs >= 1, "must be >= 1"), ("patience", self.patience >= 1, "must be >= 1"),
+                ("temperature", self.temperature > 0, "must be > 0"),
+                ("align_temperature", self.align_temperature > 0, "must be > 0"),
+                ("profile_weight", self.profile_weight >= 0, "must be >= 0"),
+                ("knn_k", self.knn_k >= 1, "must be >= 1"), ("align_weight", self.align_weight >= 0, "must be >= 0"),
+                ("content_rank_weight", self.content_rank_weight >= 0, "must be >= 0"),
+                ("reduce_dim", self.reduce_dim >= 0, "must be >= 0 (0: no reduction)"),
+                ("sampled_candidates", self.sampled_candidates >= 0, "must be >= 0 (0: all of them)"),
+                ("heads", self.heads >= 1 and self.fusion_dim % self.heads == 0,
+                 f"must be >= 1 and divide fusion_dim={self.fusion_dim}"),
+                ("fusion_dropout", 0.0 <= self.fusion_dropout < 1.0, "must be in [0, 1)"),
+                ("id_embeddings", self.id_embeddings or self.content,
+                 "without ID embeddings the content side must be on (content=true)"))

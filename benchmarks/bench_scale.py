@@ -10,7 +10,9 @@ model (random item vectors, cosine), 10 iterations of implicit's BPR (one thread
 sampled steps (``graph_ops.bpr_step`` as ``LightGCN.train_epoch`` runs it) at batch 2,048 and at
 batch 65,536 with the step's parts timed (one sparse product, the host-side sampling), the fused
 model's sampled steps on random features at the real encoders' widths (text 384, poster and
-thumbnail 1,280), and a FAISS flat and IVF index build and query over 128-d item vectors.
+thumbnail 1,280), a FAISS flat and IVF index build and query over 128-d item vectors, and EASE's fit
+(one BLAS thread) where its memory guard lets it run: the guard refuses the ML-32M shape (87,585
+movies need 86 GB) and says so in the row; ML-10M is the largest ladder shape it allows here.
 
 Each step runs in its own process (``--step NAME --shape SHAPE``, which this script calls), so
 its peak RSS (``os.wait4``'s rusage of that child) is its own. Growth between consecutive shapes
@@ -224,6 +226,25 @@ def step_bpr(ctx: Context) -> list[dict]:
     return [row(f"bpr-{iterations}it", span, samples, "samples", note)]
 
 
+def step_ease(ctx: Context) -> list[dict]:
+    """EASE's fit, where its memory guard lets it run: at the ML-32M shape it refuses (a row that says
+    what fits, not a failure); at the largest shape it allows, the fit and its peak RSS."""
+    import pyarrow.parquet as pq
+
+    from armor.models.neighbors import EASE, ease_fits, ease_max_items
+
+    n_items = pq.ParquetFile(ctx.split_dir / "catalogue.parquet").metadata.num_rows  # without reading the split
+    fits, needed, available = ease_fits(n_items)
+    plan = (f"{n_items:,} items: float64 + float32 item x item = {needed / GB:.2f} GB of {available / GB:.1f} GB "
+            f"available (fits up to {ease_max_items(available):,} items)")
+    if not fits:
+        return [{**row("ease", Span(math.nan, math.nan), n_items**2, "item pairs",
+                       f"refused by the memory guard: {plan}"), "skipped": True}]
+    data, _ = load_loo(ctx)
+    _, span = timed(lambda: EASE(num_threads=1).fit(data.train))
+    return [row("ease", span, n_items**2, "item pairs", f"{plan}; Cholesky in place, 1 BLAS thread")]
+
+
 def duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -377,6 +398,7 @@ STEPS: dict[str, Callable[[Context], list[dict]]] = {
     "lightgcn": step_lightgcn,
     "fused": step_fused,
     "faiss": step_faiss,
+    "ease": step_ease,
 }
 # Steps whose work is linear in their data column (the growth target applies to them).
 # IVF is left out: its k-means grows with catalogue x nlist, and nlist with sqrt(catalogue).
@@ -492,7 +514,10 @@ def targets(results: list[dict]) -> list[str]:
     if not {r["shape"] for r in results} & set(SHAPES):
         out.append(f"(shapes {', '.join(dict.fromkeys(r['shape'] for r in results))} only: fixed costs dominate "
                    "at these sizes; the targets are meant for the ml-1m / ml-10m / ml-32m ladder)")
-    top = [r for r in results if r["shape"] == "ml-32m" and r["step"] != "generate"]
+    top = [r for r in results if r["shape"] == "ml-32m" and r["step"] != "generate" and not r.get("skipped")]
+    for r in results:
+        if r.get("skipped"):
+            out.append(f"({r['step']} at {r['shape']}: {r['note']})")
     if top:
         failed = [r["step"] for r in top if math.isnan(r["wall"])]
         worst = max(top, key=lambda r: r["rss"])
@@ -533,7 +558,7 @@ def parent(args: argparse.Namespace) -> None:
         print(line)
     print(f"total {duration(time.perf_counter() - started)} (load average now "
           f"{' '.join(f'{x:.1f}' for x in os.getloadavg())})")
-    failed = [f"{r['shape']} {r['step']}" for r in results if math.isnan(r["wall"])]
+    failed = [f"{r['shape']} {r['step']}" for r in results if math.isnan(r["wall"]) and not r.get("skipped")]
     if failed:  # after the table, so a long run still reports what it measured
         raise SystemExit(f"bench_scale: {len(failed)} step(s) failed: {', '.join(failed)} (logs in {log_dir})")
     if not args.work:

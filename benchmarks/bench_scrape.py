@@ -6,7 +6,8 @@ the middle 80 % of the requests (ramp-up and the last batches' tail excluded); t
 figure is printed too. Target: sustained >= 0.95 of the limit.
 
 ``--quick``: the same job, server and figures for 40 movies (120 requests, a few seconds after
-Ray's start-up); tests/integration/test_bench_quick.py runs it.
+Ray's start-up); tests/integration/test_bench_quick.py runs it. The TCP connections the server saw
+are printed too: each actor keeps one session, so its batches reuse its connections.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         summary = scrape(ws, config, Credentials(token=server.token), limit=args.movies)
         wall = time.monotonic() - started
         # The driver's credentials check precedes Ray's start-up; count the job's own requests.
-        times = np.array(sorted(r.t for r in server.requests
-                                if r.kind != "health" and not r.path.startswith("/3/configuration")))
+        job = [r for r in server.requests if r.kind != "health" and not r.path.startswith("/3/configuration")]
+        times = np.array(sorted(r.t for r in job))
+        connections = len({r.peer for r in job})
 
     n = times.size
     lo, hi = int(0.1 * n), int(0.9 * n)
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
           f"latency {args.latency * 1000:.0f} ms, {args.actors} actors, limit {args.rate:g} req/s; "
           f"job wall time {wall:.1f} s including Ray start-up")
     print(f"busiest 1 s window: {window.max()} requests (limit {args.rate:g} + burst)")
+    print(f"TCP connections opened: {connections} ({n / connections:.1f} requests per connection; "
+          f"{args.actors} actors x {config.max_connections} at most, kept for the actor's life)")
     print(f"whole run (first to last request): {whole:.2f} req/s = {whole / args.rate:.3f} of the limit")
     print(f"sustained (middle 80 % of requests): {sustained:.2f} req/s = {sustained / args.rate:.3f} of the limit "
           f"(target >= 0.95)")

@@ -16,8 +16,11 @@ results, and our workers' log lines, not Ray's start-up messages. What that chan
   "constructor arguments in the object store and max_restarts > 0" notice (both harmless here),
   and Ray Train's per-epoch "Reporting training result" line (its logger is named after its file,
   outside ``ray.train``, so the LoggingConfig above misses it);
-- Ray's deprecation warnings (``RayDeprecationWarning``, and ``DeprecationWarning``s raised in
-  ``ray.*``, e.g. ``ray.data.context``'s about its own fields) are ignored.
+- Ray's deprecation warnings about Ray's own calls are ignored: ``RayDeprecationWarning``s
+  attributed to a line inside ``ray.*``, and the ``DeprecationWarning``s ``DataContext`` raises
+  about its own fields' defaults while Ray builds it. A deprecated Ray call of ours still warns
+  (Ray attributes those to the caller's line, and a deprecated ``DataContext`` field we set warns
+  outside that one build).
 
 Not silenced: the "constructor arguments in the object store" notice the driver's own C++ core
 worker prints when a Ray Data actor pool starts (once per pool). Its knobs cost more than the line:
@@ -93,7 +96,8 @@ def ray_session(num_cpus: int | None = None) -> Iterator[None]:
 def _drop_forwarded_noise() -> None:
     """Filter the lines Ray prints on the driver for its other processes (workers, raylet) through
     ``RAY_NOISE``. Ray has no public hook for this: wrap the function its log and error listeners
-    call, before ``ray.init`` binds it; if a Ray release moves it, nothing is filtered."""
+    call, before ``ray.init`` binds it. This is the project's one use of Ray's private worker
+    module; tests/integration/test_ray_quiet.py fails if the pinned Ray moves or renames it."""
     try:
         from ray._private import worker
     except ImportError:  # pragma: no cover - another Ray layout
@@ -108,16 +112,29 @@ def _drop_forwarded_noise() -> None:
             printer({**data, "lines": lines}, *args, **kwargs)
 
     print_filtered.armor_filtered = True  # type: ignore[attr-defined]
+    print_filtered.__wrapped__ = printer  # type: ignore[attr-defined]
     worker.print_to_stdstream = print_filtered
 
 
 def _ignore_ray_deprecations() -> None:
-    """Ray's deprecation warnings are for Ray's API users, not ours (e.g. ``DataContext()`` warns
-    about its own deprecated fields' defaults)."""
+    """Ray's ``RayDeprecationWarning``s about its own calls (attributed to a line inside Ray) are
+    Ray's to fix. Only those: Ray attributes a warning about a deprecated call to the caller's line,
+    so a deprecated call of ours still warns, and plain ``DeprecationWarning``s are left alone."""
     from ray.util.annotations import RayDeprecationWarning
 
-    warnings.filterwarnings("ignore", category=RayDeprecationWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.")
+    warnings.filterwarnings("ignore", category=RayDeprecationWarning, module=r"ray\.")
+
+
+def _current_data_context() -> Any:
+    """Ray Data's current ``DataContext``; quiet, building it does not warn about the deprecated
+    fields whose defaults Ray sets itself (``use_polars``, ``use_push_based_shuffle``, ...)."""
+    from ray.data import DataContext
+
+    if ray_logs_shown():
+        return DataContext.get_current()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\.data\.context")
+        return DataContext.get_current()
 
 
 class _RayDataConsoleFilter(logging.Filter):
@@ -130,11 +147,9 @@ class _RayDataConsoleFilter(logging.Filter):
 def quiet_ray_data() -> None:
     """Our own progress (``armor.progress``) replaces Ray Data's per-operator bars and log lines:
     one progress per stage, in the stage's unit (movies), with its statuses."""
-    from ray.data import DataContext
-
     if not ray_logs_shown():
         _ignore_ray_deprecations()
-    context = DataContext.get_current()
+    context = _current_data_context()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     if ray_logs_shown():

@@ -28,7 +28,7 @@ from pipelines.tracking import add_tracking_arguments, stage_run, tracking_from_
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from armor.tmdb.client import Credentials
+    from armor.tmdb.client import Credentials, TMDBClient
     from armor.tmdb.scrape import ScrapeStore
 
 log = logging.getLogger("armor.scrape")
@@ -38,8 +38,10 @@ class ScrapeWorker:
     """Ray Data actor: scrapes a batch of movies and writes it as one Parquet part.
 
     Writing the part here, not in a downstream writer, is what makes a killed job resumable:
-    a part exists only when its batch is complete. The rate limiter lives as long as the actor,
-    so its share of the job's rate holds across batches.
+    a part exists only when its batch is complete. One TMDB client lives as long as the actor: its
+    rate limiter, so its share of the job's rate holds across batches, and its aiohttp session, so
+    batches reuse its keep-alive connections instead of reconnecting. Ray Data deletes the actor's
+    instance when the pool shuts down, and ``__del__`` closes the session.
     """
 
     def __init__(self, config: ScrapeConfig, store_dir: str, credentials: Credentials):
@@ -49,29 +51,69 @@ class ScrapeWorker:
         self.credentials = credentials
         self.store = ScrapeStore(store_dir)
         self.rate, self.burst = config.per_actor_rate()
-        self.limiter = None
+        self.client: TMDBClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reported = (0, 0)  # the client's (requests, retries) already reported
+
+    def _client(self) -> TMDBClient:
+        if self.client is None:  # created in the actor's event loop, which its session belongs to
+            from armor.tmdb.client import RateLimiter
+            from armor.tmdb.scrape import make_client
+
+            self.client = make_client(self.config, self.credentials, rate_limiter=RateLimiter(self.rate, self.burst))
+            self._loop = asyncio.get_running_loop()
+        return self.client
 
     async def __call__(self, batch: pa.Table) -> dict[str, Any]:
         import numpy as np
 
-        from armor.tmdb.client import RateLimiter
-        from armor.tmdb.scrape import make_client, scrape_batch
+        from armor.tmdb.scrape import scrape_batch
 
-        if self.limiter is None:  # created in the actor's event loop
-            self.limiter = RateLimiter(self.rate, self.burst)
+        client = self._client()
         started = time.monotonic()
-        async with make_client(self.config, self.credentials, rate_limiter=self.limiter) as client:
-            table = await scrape_batch(client, batch.to_pylist(), self.config.link_threshold)
-            stats = client.stats
+        table = await scrape_batch(client, batch.to_pylist(), self.config.link_threshold)
         await asyncio.get_running_loop().run_in_executor(None, self.store.write_part, table)
+        # The client counts every batch so far, and an actor runs several at once: report what is
+        # new since the last report, so that the job's sums are exact.
+        stats = client.stats
+        requests, retries = stats.requests - self._reported[0], stats.retries - self._reported[1]
+        self._reported = (stats.requests, stats.retries)
         n = table.num_rows
         first_only = np.zeros(n, dtype=np.int64)
-        requests, retries = first_only.copy(), first_only.copy()
+        per_row_requests, per_row_retries = first_only.copy(), first_only.copy()
         if n:
-            requests[0], retries[0] = stats.requests, stats.retries
+            per_row_requests[0], per_row_retries[0] = requests, retries
+        else:  # nothing to carry the counts: keep them for the next batch's report
+            self._reported = (stats.requests - requests, stats.retries - retries)
         return {"movie_id": table["movie_id"].to_numpy(), "status": table["status"].to_numpy(zero_copy_only=False),
-                "requests": requests, "retries": retries,
+                "requests": per_row_requests, "retries": per_row_retries,
                 "seconds": np.full(n, time.monotonic() - started)}
+
+    async def aclose(self) -> None:
+        """Close the client's session (its connections); a later batch would open a new one."""
+        if self.client is not None:
+            await self.client.close()
+
+    def __del__(self) -> None:
+        """Close the session on the event loop it belongs to: Ray Data runs the actor's coroutines on
+        a loop in another thread and deletes this instance from the actor's main thread."""
+        loop = self._loop
+        if self.client is None or loop is None or loop.is_closed():
+            return
+        try:
+            if loop.is_running():
+                try:
+                    running = asyncio.get_running_loop()
+                except RuntimeError:
+                    running = None
+                if running is loop:  # deleted from inside the loop: cannot wait on it here
+                    loop.create_task(self.aclose())
+                else:
+                    asyncio.run_coroutine_threadsafe(self.aclose(), loop).result(timeout=10)
+            else:
+                loop.run_until_complete(self.aclose())
+        except Exception as exc:  # noqa: BLE001 - the actor is going away; its sockets go with it
+            log.debug("scrape actor: closing its TMDB session failed: %s", exc)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

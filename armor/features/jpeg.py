@@ -69,7 +69,13 @@ def decode_jpegs(datas: Sequence[bytes], device: torch.device) -> list[torch.Ten
         return []
     encoded = [torch.from_numpy(np.frombuffer(d, dtype=np.uint8).copy()) for d in datas]
     with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its codecs in favour of TorchCodec, which is not a dependency here.
+        # torchvision 0.29 deprecates its codecs in favour of TorchCodec (from 0.16, compatible with
+        # torch >= 2.11), which is not a dependency yet. The plan: pin the torchcodec release built
+        # for our torch in pyproject.toml, import ``decode_jpeg`` from ``torchcodec.decoders`` here
+        # (the same CHW uint8 result, CPU or CUDA), check that it still takes a list of tensors
+        # (nvJPEG's batch) and how it reports a bad image, keep the one-by-one fallback, and drop
+        # this filter; tests/unit/test_jpeg_decode.py and tests/unit/test_device.py pin the behaviour.
+        # Until then, this decoder is the only deprecated call silenced, and only here.
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision")
         try:
             return list(decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import logging
 import math
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,12 +60,12 @@ def default_text_model() -> str:
 def _load(model: str, device: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
-    if Path(model).is_dir():
-        # A local model needs nothing from the hub; offline mode stops transformers from trying
-        # (and timing out) on air-gapped nodes. setdefault leaves a user's explicit choice alone.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # A local model needs nothing from the hub: local_files_only stops transformers from asking it
+    # (and timing out on air-gapped nodes) for this load alone. HF_HUB_OFFLINE would be read by
+    # huggingface_hub when it is first imported (too late here) and inherited by every child process.
+    local = Path(model).is_dir()
     try:
-        return SentenceTransformer(model, device=device)
+        return SentenceTransformer(model, device=device, local_files_only=local)
     except Exception as e:
         raise TextModelError(f"text model {model!r} could not be loaded ({type(e).__name__}: {e}); pass a local "
                              "sentence-transformers directory, or a hub name on a machine with internet; "

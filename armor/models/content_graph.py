@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import faiss
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -20,45 +21,47 @@ from armor.errors import DataError
 from armor.models import graph_ops
 from armor.models.fusion import MODALITIES, feature_stats
 
-_SIM_BLOCK = 2048  # rows of the item-item similarity computed at once
 
+def _neighbours(x: np.ndarray, has: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows (n,), neighbours (n, k)): for each of the ``n`` rows that ``has`` the modality, its
+    ``k`` most cosine-similar rows among those (itself included); ``x`` is L2-normalised.
 
-def _neighbours(x: np.ndarray, has: np.ndarray, k: int) -> np.ndarray:
-    """(I, k) each row's ``k`` most cosine-similar rows (itself included) among rows that ``has``."""
-    n_items = x.shape[0]
-    cols = np.empty((n_items, k), dtype=np.int64)  # (I, k)
-    for start in range(0, n_items, _SIM_BLOCK):
-        sim = x[start:start + _SIM_BLOCK] @ x.T  # (b, I)
-        sim[:, ~has] = -np.inf  # never a neighbour through a missing modality
-        cols[start:start + _SIM_BLOCK] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    return cols
+    ``faiss.knn`` by inner product keeps a k-heap per query over blocked BLAS products; the numpy
+    blocks plus ``argpartition`` it replaces held ~2.9 GB per 2,048-row block at 87k items and
+    took 3x as long at 20k x 384. Rows without the modality are neither queries nor candidates."""
+    rows = np.flatnonzero(has)
+    vectors = np.ascontiguousarray(x[rows], dtype=np.float32)  # (n, d)
+    _, found = faiss.knn(vectors, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)  # (n, k) positions in rows
+    return rows, rows[found]
 
 
 def knn_item_graph(features: Mapping[str, np.ndarray], present: Mapping[str, np.ndarray] | None,
                    k: int) -> sp.csr_matrix:
     """The frozen item-item graph: per modality, each item's ``k`` nearest items (itself included)
-    by cosine of standardised features, weight ``1 / k`` (FREEDOM's normalisation, which on a kNN
-    graph is the row mean); averaged over the modalities an item has. Rows sum to 1 (or 0 for an
-    item with no modality). Returns an (I, I) float32 CSR.
+    among the items that have the modality, by cosine of standardised features, weight ``1 / k``
+    (FREEDOM's normalisation, which on a kNN graph is the row mean; ``k`` is capped at the number
+    of items with the modality); averaged over the modalities an item has. Rows sum to 1 (or 0 for
+    an item with no modality), and no edge leads to an item through a modality it lacks. Returns an
+    (I, I) float32 CSR.
     """
     names = [m for m in MODALITIES if m in features]
     if not names:
         raise DataError("the content graph needs at least one of text, poster, thumbnail features")
     n_items = int(np.asarray(features[names[0]]).shape[0])
-    k = min(k, n_items)
     stats = feature_stats({m: features[m] for m in names}, present)
     total = sp.csr_matrix((n_items, n_items), dtype=np.float32)
     count = np.zeros(n_items, dtype=np.float32)  # (I,) modalities per item
     for m in names:
+        has = np.ones(n_items, bool) if present is None or m not in present else np.asarray(present[m], bool)
+        k_m = min(k, int(has.sum()))
+        if k_m == 0:
+            continue
         mean, std = stats[m]
         x = (np.asarray(features[m], dtype=np.float32) - mean) / std  # (I, d_m)
-        has = np.ones(n_items, bool) if present is None or m not in present else np.asarray(present[m], bool)
-        x[~has] = 0.0
         x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        cols = _neighbours(x, has, k)  # (I, k)
-        rows = np.repeat(np.arange(n_items), k)  # (I k,)
-        weight = np.repeat(has.astype(np.float32) / k, k)  # (I k,) absent rows get no edges
-        total = total + sp.csr_matrix((weight, (rows, cols.ravel())), shape=(n_items, n_items))
+        rows, cols = _neighbours(x, has, k_m)  # (n,), (n, k_m)
+        weight = np.full(cols.size, 1.0 / k_m, dtype=np.float32)
+        total = total + sp.csr_matrix((weight, (np.repeat(rows, k_m), cols.ravel())), shape=(n_items, n_items))
         count += has
     graph = sp.diags(np.where(count > 0, 1.0 / np.maximum(count, 1.0), 0.0).astype(np.float32)) @ total
     graph = sp.csr_matrix(graph, dtype=np.float32)

@@ -306,6 +306,17 @@ def _retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, seconds)
 
 
+def no_silent_resend(session: aiohttp.ClientSession) -> None:
+    """aiohttp (3.10+) resends an idempotent request once by itself when the server drops the connection,
+    skipping the rate limiter and the attempt count: leave retries to ``TMDBClient._get``. No public switch
+    exists (aiohttp's own test client sets this attribute too); tests/unit/test_tmdb_client.py fails if it moves."""
+    if hasattr(session, "_retry_connection"):
+        session._retry_connection = False
+    else:
+        log.warning("aiohttp %s: no ClientSession._retry_connection; a dropped request may be resent unmetered",
+                    aiohttp.__version__)
+
+
 class TMDBClient:
     """``async with TMDBClient(config, credentials) as client: row = await client.fetch_movie_row(1, 862)``.
 
@@ -349,11 +360,7 @@ class TMDBClient:
             connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
                                                   headers={"User-Agent": "armor-recsys/0.1"})
-            # aiohttp (3.10+) silently resends an idempotent request once when the server drops
-            # the connection; that resend would skip the rate limiter and the attempt count, so
-            # retries are left to _get alone. Private attribute: absent in other versions.
-            if hasattr(self._session, "_retry_connection"):
-                self._session._retry_connection = False
+            no_silent_resend(self._session)
         return self._session
 
     async def close(self) -> None:

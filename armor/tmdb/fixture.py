@@ -115,6 +115,7 @@ class RecordedRequest:
     kind: str  # api | image | thumbnail | health | other
     status: int  # 0: the connection was dropped without an answer
     credentials: str | None  # "bearer" or "api_key" when the request carried one (valid or not)
+    peer: str | None = None  # the client's host:port: one per TCP connection, so reuse shows
 
 
 # ---- the server --------------------------------------------------------------------------------
@@ -271,8 +272,9 @@ class FixtureServer:
 
     def _record(self, request: web.Request, kind: str, status: int, started: float, creds: str | None) -> None:
         with self._lock:
+            peer = request.transport.get_extra_info("peername") if request.transport is not None else None
             self._requests.append(RecordedRequest(started, request.method, _redact_query(request.path_qs),
-                                                  kind, status, creds))
+                                                  kind, status, creds, None if not peer else f"{peer[0]}:{peer[1]}"))
 
     @staticmethod
     def _kind(path: str) -> str:

@@ -309,23 +309,40 @@ def child_runs(parent_run_id: str, uri: str) -> list:
 
 @contextlib.contextmanager
 def using_tracking_uri(uri: str | None) -> Iterator[None]:
-    """Point MLflow's fluent API (tracking and registry) at ``uri`` for a block, then put it back."""
+    """Point MLflow's fluent API (tracking and registry) at ``uri`` for a block, then put it back.
+
+    Both ways go through ``mlflow.set_tracking_uri`` / ``set_registry_uri``: besides the URI, the
+    setter resets MLflow's tracer provider, which otherwise keeps exporting traces to ``uri`` after
+    the block. None (nothing was set) unsets, as MLflow's own ``_use_tracking_uri`` passes it; the
+    ``MLFLOW_*_URI`` variables the setters write for child processes are put back as they were.
+    """
     if uri is None:
         yield
         return
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    saved = (tracking_utils._tracking_uri, registry_utils._registry_uri,
-             os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_REGISTRY_URI"))
+    saved, env = _explicit_uris(), (os.environ.get("MLFLOW_TRACKING_URI"), os.environ.get("MLFLOW_REGISTRY_URI"))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
         yield
     finally:
-        tracking_utils._tracking_uri, registry_utils._registry_uri = saved[0], saved[1]
-        for name, value in (("MLFLOW_TRACKING_URI", saved[2]), ("MLFLOW_REGISTRY_URI", saved[3])):
+        mlflow.set_tracking_uri(saved[0])  # type: ignore[arg-type] - None unsets
+        mlflow.set_registry_uri(saved[1])  # type: ignore[arg-type]
+        for name, value in zip(("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"), env):
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def _explicit_uris() -> tuple[str | None, str | None]:
+    """The tracking and registry URIs set through ``mlflow.set_*_uri`` (None where not set).
+
+    MLflow has no public getter for these: ``get_tracking_uri`` resolves the environment and the
+    default, and setting that resolved value back would pin it (and leave the registry following
+    the old tracking URI). This is the project's one use of these private names; a test
+    (tests/unit/test_tracking_uri.py) fails if the pinned MLflow changes them.
+    """
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return tracking_utils._tracking_uri, registry_utils._registry_uri

@@ -78,6 +78,10 @@ def test_bench_scrape_quick_reports_the_share_of_the_limit():
     assert re.search(r"^120 requests for 40 movies \(\{'ok': 40\}\), latency 100 ms, 2 actors, limit 40 req/s; "
                      rf"job wall time {NUMBER} s", out, re.MULTILINE), out
     figures(out, rf"^busiest 1 s window: {NUMBER} requests")
+    # One session per actor: at most max_connections (16) per actor, whatever the number of batches.
+    connections, _ = figures(out, rf"^TCP connections opened: {NUMBER} \({NUMBER} requests per "
+                                  r"connection; 2 actors x 16 at most")
+    assert connections <= 32, out
     figures(out, rf"^whole run \(first to last request\): {NUMBER} req/s = {NUMBER} of the limit$")
     figures(out, rf"^sustained \(middle 80 % of requests\): {NUMBER} req/s = {NUMBER} of the limit")
 
@@ -97,7 +101,7 @@ def test_bench_train_quick_reports_every_ratio():
 
 SCALE_STEPS = ("generate", "prepare", "split-loo", "split-random", "eval-popularity", "eval-embedding-128d", "bpr-2it",
                "lightgcn-setup", "lightgcn-step-b2048", "lightgcn-step-b65536", "fused-step", "fused-encode-items",
-               "faiss-flat-build", "faiss-flat-query", "faiss-ivf-build", "faiss-ivf-query")
+               "faiss-flat-build", "faiss-flat-query", "faiss-ivf-build", "faiss-ivf-query", "ease")
 
 
 def test_bench_scale_quick_reports_every_step_and_its_growth(tmp_path):

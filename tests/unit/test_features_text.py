@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -59,6 +61,28 @@ def test_unloadable_model_names_it(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ArmorError, match=str(tmp_path)):
         TextEncoder(str(tmp_path), device="cpu")
+
+
+def test_a_local_model_loads_offline_and_leaves_the_environment_alone(monkeypatch):
+    import sentence_transformers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    loads = []
+    real = sentence_transformers.SentenceTransformer
+
+    def recording(*args, **kwargs):
+        loads.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", recording)
+    encoder = TextEncoder(device="cpu")
+    assert encoder(["a heist in a casino"]).shape == (1, 384)
+    assert loads and loads[0]["local_files_only"] is True  # this load asks no hub
+    # Nothing set for the rest of the process or its children (setting HF_HUB_OFFLINE did both).
+    assert "HF_HUB_OFFLINE" not in os.environ
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.environ.get('HF_HUB_OFFLINE'))"],
+                           capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == "None"
 
 
 def test_embeddings_are_384_d_float32(encoder):

@@ -106,3 +106,42 @@ def test_scrape_batch_links_by_title_when_there_is_no_tmdb_id(tmp_path):
     assert by_id[1]["link_confidence"] > 0.9 and by_id[1]["link_query"] == "The Matrix"
     assert by_id[2]["status"] == "not_found" and "not linked" in by_id[2]["error"]
     assert table.schema == SCRAPE_SCHEMA
+
+
+def test_a_scrape_actor_keeps_one_session_across_batches_and_closes_it_when_deleted(tmp_path):
+    import threading
+
+    from pipelines.scrape import ScrapeWorker
+
+    catalogue = load_catalogue("synthetic:small")[:24]
+    requests = pa.table({"movie_id": pa.array([m.movie_id for m in catalogue], pa.int32()),
+                         "title": [m.title for m in catalogue],
+                         "year": pa.array([m.year for m in catalogue], pa.int32()),
+                         "tmdb_id": pa.array([m.tmdb_id for m in catalogue], pa.int32())})
+    # As in a Ray Data actor: the coroutines run on an event loop in another thread, and the actor's
+    # main thread deletes the instance when the pool shuts down.
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        with FixtureServer(catalogue) as server:
+            worker = ScrapeWorker(ScrapeConfig(**server.client_urls(), max_connections=4), str(tmp_path),
+                                  Credentials(token=server.token))
+            first = asyncio.run_coroutine_threadsafe(worker(requests.slice(0, 12)), loop).result(60)
+            after_first = {r.peer for r in server.requests}
+            second = asyncio.run_coroutine_threadsafe(worker(requests.slice(12, 12)), loop).result(60)
+            peers = [r.peer for r in server.requests]
+            session = worker.client._session
+            assert session is not None and not session.closed
+            worker.__del__()
+            assert session.closed
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+    # One session for the actor: the second batch rides the first one's connections (a session per
+    # batch reconnected for every batch), and never more than max_connections are open.
+    assert None not in peers and len(set(peers)) <= 4 and set(peers) == after_first
+    assert set(first["status"]) | set(second["status"]) == {"ok"}
+    # Every request is reported once, over the batches, on each batch's first row.
+    assert int(first["requests"].sum() + second["requests"].sum()) == len(peers) == 72

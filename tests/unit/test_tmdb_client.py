@@ -22,6 +22,7 @@ from armor.tmdb.client import (
     RateLimiter,
     TMDBClient,
     check_image,
+    no_silent_resend,
     pick_trailer_key,
     redact_url,
 )
@@ -153,6 +154,29 @@ def test_transient_failures_are_retried_until_success(mode):
     assert statuses.count(expected_fail) == 6 and statuses.count(200) == 3
     if mode == "drop":
         assert sum(client.stats.errors.values()) == 6
+
+
+def test_the_private_aiohttp_switch_we_turn_off_is_still_what_aiohttp_reads(caplog):
+    """``no_silent_resend`` sets aiohttp's private ``_retry_connection``; the "drop" case above sees its
+    effect (each dropped attempt counted once). This fails first if the pinned aiohttp moves it."""
+    import types
+
+    import aiohttp
+
+    async def check():
+        session = aiohttp.ClientSession()
+        try:
+            assert session._retry_connection is True  # aiohttp's default: resend once, silently
+            no_silent_resend(session)
+            assert session._retry_connection is False
+        finally:
+            await session.close()
+
+    asyncio.run(check())
+    assert "_retry_connection" in aiohttp.ClientSession._request.__code__.co_names  # read per request
+    with caplog.at_level(logging.WARNING, logger="armor.tmdb.client"):
+        no_silent_resend(types.SimpleNamespace())  # an aiohttp without it: said, not silently skipped
+    assert "no ClientSession._retry_connection" in caplog.text
 
 
 def test_retry_after_is_honoured_and_capped():
