@@ -282,14 +282,15 @@ def sweep_register_recommend(ws: Workspace, seed: int) -> None:
 
 
 def write_report(ws: Workspace, job: DemoJob, cold: bool) -> Path:
-    from armor.eval.report import ReportConfig, best_models
+    from armor.eval.report import best_models
+    from armor.eval.report_config import ReportConfig
     from pipelines.report import report
     from pipelines.tracking import Tracking
 
     config = ReportConfig(protocols=job.protocols, cold_split=COLD_SPLIT if cold else None,
                           query_title=None if job.skip_scrape else job.query_title, bootstrap=job.bootstrap,
                           seed=job.seed, header=f"# {job.title}: MovieLens-100K with stand-in TMDB content\n")
-    out = report(ws.root, config, tracking=Tracking(tracking=job.tracking))
+    out = report(ws.root, config, tracking=Tracking(tracking=job.tracking), job=job)
     print((out / "report.md").read_text())
     for protocol, best in best_models(out).items():
         print(f"best by validation under {protocol}: {best['best']} (validation NDCG@10 "

@@ -38,7 +38,8 @@ def seed_average(results: Sequence[EvaluationResult], bootstrap: int, seed: int,
                     for name in first.per_user}
     coverage = {name: float(np.mean([r.coverage[name] for r in results])) for name in first.coverage}
     ci = bootstrap_ci(per_user, bootstrap, confidence, seed) if first.users.size else {}
-    return dataclasses.replace(first, per_user=per_user, coverage=coverage, ci=ci)
+    return dataclasses.replace(first, per_user=per_user, coverage=coverage, ci=ci,
+                               score_seconds=float(np.mean([r.score_seconds for r in results])))
 
 
 def seed_spread(results: Sequence[EvaluationResult], metric: str = CLAIM_METRIC) -> tuple[float, float]:
@@ -95,9 +96,28 @@ def best_by_validation(meta: Mapping[str, Mapping[str, Any]], metric: str = CLAI
     return max(scored, key=lambda name: scored[name]) if scored else None
 
 
-def budget_rows(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[dict[str, Any]]:
+def best_per_family(meta: Mapping[str, Mapping[str, Any]], family: Mapping[str, str],
+                    metric: str = CLAIM_METRIC) -> dict[str, str]:
+    """Family -> its model with the highest validation ``metric`` (families in first-seen order of
+    ``family``; a family none of whose models has a validation score is left out)."""
+    chosen = {}
+    for group in dict.fromkeys(family.values()):
+        best = best_by_validation({n: m for n, m in meta.items() if family.get(n) == group}, metric)
+        if best is not None:
+            chosen[group] = best
+    return chosen
+
+
+def inference_per_thousand(result: EvaluationResult) -> float | None:
+    """Seconds ``model.score`` took per 1,000 users in ``result``'s evaluation (None without users)."""
+    return result.score_seconds / result.users.size * 1000 if result.users.size else None
+
+
+def budget_rows(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str],
+                inference: Mapping[str, float | None] | None = None) -> list[dict[str, Any]]:
     """Per model: trials, chosen settings, values at the edge of their range, epochs (best / run / cap,
-    and whether training stopped at the cap), refit, seeds and training time."""
+    and whether training stopped at the cap), refit, seeds, training time (search + refit of the first
+    seed, from metrics.json) and ``inference`` (seconds to score 1,000 test users, measured here)."""
     rows = []
     for name, m in meta.items():
         if not m:
@@ -112,6 +132,7 @@ def budget_rows(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]
                      "best_epoch": best if cap else None, "epochs_run": run if cap else None,
                      "epoch_cap": cap, "at_cap": at_cap, "refit": m.get("refit"),
                      "seeds": m.get("seeds", 1), "seconds": m.get("seconds"),
+                     "select_seconds": m.get("select_seconds"), "inference": (inference or {}).get(name),
                      "valid": m.get("valid", {}).get(CLAIM_METRIC)})
     return rows
 
@@ -119,8 +140,9 @@ def budget_rows(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]
 def budget_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The tuning-budget table, with a flag on every value at the edge of its range and every run
     that stopped at its epoch cap."""
-    lines = ["| Model | trials | chosen on validation | validation N@10 | epochs (best / run / cap) | refit | seeds |",
-             "|---|---:|---|---:|---|---|---:|"]
+    lines = ["| Model | trials | chosen on validation | validation N@10 | epochs (best / run / cap) | refit | seeds "
+             "| training s (search + refit) | scoring s / 1,000 users |",
+             "|---|---:|---|---:|---|---|---:|---:|---:|"]
     flags = []
     for row in rows:
         chosen = ", ".join(f"{k.split('.', 1)[-1]}={_short(v)}" for k, v in row["chosen"].items()) or "-"
@@ -133,11 +155,23 @@ def budget_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         flags += [f"- {row['label']}: {edge}: the optimum may lie outside the range." for edge in row["at_edge"]]
         refit = "-" if not row["refit"] else f"train+valid, {row['refit'].get('epochs') or 'one fit'}"
         valid = "-" if row["valid"] is None else f"{row['valid']:.4f}"
-        lines.append(f"| {row['label']} | {row['trials']} | {chosen} | {valid} | {epochs} | {refit} | {row['seeds']} |")
+        lines.append(f"| {row['label']} | {row['trials']} | {chosen} | {valid} | {epochs} | {refit} | {row['seeds']} "
+                     f"| {_seconds(row['seconds'], row['select_seconds'])} | {_number(row['inference'], '.3g')} |")
     text = "\n".join(lines) + "\n"
     if flags:
         text += "\nFlags:\n\n" + "\n".join(flags) + "\n"
     return text
+
+
+def _seconds(total: float | None, search: float | None) -> str:
+    """Training time, with the search's share when it is known."""
+    if total is None:
+        return "-"
+    return f"{total:.1f}" + (f" ({search:.1f} + {max(total - search, 0.0):.1f})" if search is not None else "")
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _short(value: Any) -> str:

@@ -11,15 +11,31 @@ Conventions (the report states them):
   recommended, so a list can be shorter than K when K exceeds the candidate count.
 - Recall@K = hits in the top K / |relevant|; NDCG@K uses binary gains and the ideal DCG of
   min(|relevant|, K) hits; HR@K = 1 if any hit; MRR@K = 1 / rank of the first hit (0 if none).
+- Precision@K = hits in the top K / K, and MAP@K = (1 / min(|relevant|, K)) * sum over ranks j <= K
+  of hit_j * Precision@j: RecBole's definitions (``recbole.evaluator.metrics.Precision`` and ``MAP``).
+- Beyond accuracy (``ItemPopularity``, ``popularity_metrics``, ``gini_index``), the popularity-bias
+  measures of Elliot (Anelli et al., SIGIR 2021: ARP, APLT, Gini, EFD) and RecBole (Zhao et al., CIKM
+  2021: AveragePopularity, TailPercentage, GiniIndex), with the popularity of a movie = its positives
+  in the log behind the profile (training; training + validation when scoring test):
+  ARP@K = mean popularity of a user's top-K movies; Tail@K = the share of those that lie outside the
+  short head, the most popular movies that together hold 80% of the positives (Elliot's rule, after
+  Abdollahpouri et al., RecSys 2017); Novelty@K = mean -log2(popularity / all positives) of a user's
+  top-K movies (self-information: Zhou et al., PNAS 2010; Vargas & Castells, RecSys 2011, without
+  relevance or rank weighting), a movie without a positive counting as the least popular one that has
+  some (as Elliot's EFD does); Gini@K = the Gini coefficient of how often each rankable movie is
+  recommended over all users' top-K lists (RecBole's GiniIndex: 0 when every movie is recommended
+  equally often, towards 1 when a few take every slot).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-METRIC_NAMES = ("recall", "ndcg", "hr", "mrr")
+METRIC_NAMES = ("recall", "ndcg", "hr", "mrr", "precision", "map")
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -136,6 +152,9 @@ def ranking_metrics(hits: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ...
     discounts = 1.0 / np.log2(np.arange(2, max_k + 2))
     ideal_cumulative = np.r_[0.0, np.cumsum(discounts)]
     first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), np.iinfo(np.int64).max)
+    # Running sums over the ranks, read at each K: hits so far, and sum of hit_j * Precision@j (MAP).
+    cumulative_hits = np.cumsum(hits, axis=1, dtype=np.float64)
+    precision_sum = np.cumsum(hits * (cumulative_hits / np.arange(1, depth + 1)), axis=1)
 
     out: dict[str, np.ndarray] = {}
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -149,6 +168,10 @@ def ranking_metrics(hits: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ...
             out[f"hr@{k}"] = np.where(has_relevant, (n_hits > 0).astype(np.float64), np.nan)
             out[f"mrr@{k}"] = np.where(has_relevant & (first_hit < k), 1.0 / (first_hit + 1.0),
                                        np.where(has_relevant, 0.0, np.nan))
+            # RecBole divides by K even when fewer than K movies could be ranked; so do we.
+            out[f"precision@{k}"] = np.where(has_relevant, n_hits / k, np.nan)
+            ap = precision_sum[:, min(k, depth) - 1] if depth else np.zeros(n_rows)
+            out[f"map@{k}"] = np.where(has_relevant, ap / np.minimum(n_relevant, k), np.nan)
     return out
 
 
@@ -163,6 +186,61 @@ def share_of_slots(indices: np.ndarray, valid: np.ndarray, marked: np.ndarray, k
             filled = valid[:, :k].sum(axis=1)
             out[f"{prefix}@{k}"] = np.where(filled > 0, hit[:, :k].sum(axis=1) / filled, np.nan)
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemPopularity:
+    """Per catalogue column: its positives in the log behind the profile (``counts``), whether it lies
+    in the long tail (``tail``) and its self-information in bits (``information``)."""
+
+    counts: np.ndarray  # (I,) float64
+    tail: np.ndarray  # (I,) bool
+    information: np.ndarray  # (I,) float64
+
+    @classmethod
+    def of(cls, counts: np.ndarray, head_share: float = 0.8) -> ItemPopularity:
+        """The short head is the smallest set of most popular movies (ties in catalogue order) whose
+        positives reach ``head_share`` of all positives (Elliot's ``Popularity.get_short_head``); the
+        long tail is every other movie, those without a positive included."""
+        counts = np.asarray(counts, dtype=np.float64)
+        total = counts.sum()
+        tail = np.ones(counts.size, dtype=bool)
+        if total <= 0:  # nothing liked: no head, and no movie is more novel than another
+            return cls(counts, tail, np.zeros(counts.size))
+        order = np.argsort(-counts, kind="stable")
+        head_size = int(np.searchsorted(np.cumsum(counts[order]), head_share * total, side="left")) + 1
+        tail[order[:head_size]] = False
+        floor = counts[counts > 0].min()  # a movie nobody liked counts as the least popular liked one
+        return cls(counts, tail, -np.log2(np.maximum(counts, floor) / total))
+
+
+def popularity_metrics(indices: np.ndarray, valid: np.ndarray, popularity: ItemPopularity,
+                       ks: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Per row: ``arp@k`` (mean popularity), ``tail@k`` (long-tail share) and ``novelty@k`` (mean
+    self-information) of the filled top-k slots; NaN for a row with no filled slot."""
+    filled = np.cumsum(valid, axis=1)
+    sums = {name: np.cumsum(np.where(valid, values[indices], 0.0), axis=1)
+            for name, values in (("arp", popularity.counts), ("tail", popularity.tail),
+                                 ("novelty", popularity.information))}
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in ks:
+            column = min(k, indices.shape[1]) - 1
+            n = filled[:, column]
+            for name, running in sums.items():
+                out[f"{name}@{k}"] = np.where(n > 0, running[:, column] / n, np.nan)
+    return out
+
+
+def gini_index(exposure: np.ndarray) -> float:
+    """Gini coefficient of ``exposure`` (how often each rankable movie was recommended; zeros count):
+    sum_j (2j - n - 1) x_(j) / (n sum x) over the n values sorted ascending (RecBole's GiniIndex);
+    NaN when nothing was recommended."""
+    x = np.sort(np.asarray(exposure, dtype=np.float64))
+    n, total = x.size, x.sum()
+    if n == 0 or total <= 0:
+        return float("nan")
+    return float(np.dot(2 * np.arange(1, n + 1) - n - 1, x) / (n * total))
 
 
 def intra_list_diversity(indices: np.ndarray, valid: np.ndarray, item_genres: sp.csr_matrix,
@@ -190,20 +268,31 @@ def _bootstrap_means(per_user: dict[str, np.ndarray], n_samples: int, seed: int,
                      chunk: int = 200) -> dict[str, np.ndarray]:
     """Means of each vector over ``n_samples`` resamples of the users, the same resamples for all.
 
-    Resampling in chunks keeps memory at chunk x n_users indices, whatever n_samples is.
+    Resampling in chunks keeps memory at chunk x n_users, whatever n_samples is. Every metric's
+    resampled means come from one sparse product: a gather per metric made the bootstrap grow with
+    the thirty-odd metrics the evaluator reports.
     """
-    n_users = len(next(iter(per_user.values())))
+    names = list(per_user)
+    values = np.stack([np.asarray(per_user[name], dtype=np.float64) for name in names], axis=1)  # (U, M)
+    n_users = values.shape[0]
+    # NaN marks a user a metric is undefined for (diversity of a list shorter than two items): that
+    # metric's mean skips the user, as nanmean would.
+    defined = ~np.isnan(values)
+    filled = np.where(defined, values, 0.0)
     rng = np.random.default_rng(seed)
-    arrays = {name: np.asarray(v, dtype=np.float64) for name, v in per_user.items()}
-    means: dict[str, list[np.ndarray]] = {name: [] for name in per_user}
+    means: list[np.ndarray] = [np.zeros((0, len(names)))]
     for start in range(0, n_samples, chunk):
-        sample = rng.integers(0, n_users, size=(min(chunk, n_samples - start), n_users))
-        for name, values in arrays.items():
-            resampled = values[sample]
-            # Diversity is undefined (NaN) for lists shorter than two items; skip those users.
-            means[name].append(np.nanmean(resampled, axis=1) if np.isnan(values).any()
-                               else resampled.mean(axis=1))
-    return {name: np.concatenate(parts) for name, parts in means.items()}
+        rows = min(chunk, n_samples - start)
+        sample = rng.integers(0, n_users, size=(rows, n_users))
+        # Row r of this sparse matrix holds a 1 per draw of resample r (a user drawn twice, twice):
+        # its product with the values sums each resample. scipy's product runs on one thread, where
+        # a dense BLAS product of this small size was slower on a busy machine.
+        draws = sp.csr_matrix((np.ones(sample.size), sample.ravel(), np.arange(0, sample.size + 1, n_users)),
+                              shape=(rows, n_users))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means.append((draws @ filled) / (draws @ defined.astype(np.float64)))
+    stacked = np.concatenate(means)
+    return {name: stacked[:, j] for j, name in enumerate(names)}
 
 
 def bootstrap_ci(per_user: dict[str, np.ndarray], n_samples: int, confidence: float,

@@ -13,12 +13,19 @@ positive for it (``new_items``: train on validation, train + validation on test,
 decided from that matrix alone and the same for every model. ``candidates`` restricts what a user
 ranks (the **cold** setting ranks only new movies); ``new_items`` adds each user's share of top-K
 slots that go to new movies (``new@K``).
+
+Beyond accuracy (``armor.eval.metrics`` states the definitions and their sources): precision and MAP
+per user; the popularity of each user's top K (ARP@K), its long-tail share (tail@K) and novelty
+(novelty@K), with popularity counted in the same log as ``new_items``; and over all users, coverage
+and the Gini index of how often each rankable movie is recommended (gini@K). ``score_seconds`` is the
+time spent in ``model.score`` alone, for the report's inference cost.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Iterator
 from typing import Literal
 
@@ -45,8 +52,9 @@ class EvaluationResult:
     split: str
     users: np.ndarray  # dense user indices that had at least one relevant item
     per_user: dict[str, np.ndarray]  # metric -> (n_users,) values, aligned with `users`
-    coverage: dict[str, float]  # "coverage@10" -> share of the catalogue recommended to anyone
+    coverage: dict[str, float]  # over all users: "coverage@10" (share of the catalogue recommended), "gini@10"
     ci: dict[str, tuple[float, float]]
+    score_seconds: float = 0.0  # wall time inside model.score for these users
 
     @property
     def means(self) -> dict[str, float]:
@@ -104,50 +112,76 @@ def evaluate(model: Recommender, data: SplitData, split: Literal["valid", "test"
     truth_all = _only(_only(data.valid if split == "valid" else data.test, relevant_items), candidates)
     profile_all = profile(data, split)
     outside = _column_mask(data.n_items, candidates, inverse=True)
-    is_new = _column_mask(data.n_items, new)
+    lists = _ListMetrics(config.ks, data.item_genres, _column_mask(data.n_items, new),
+                         M.ItemPopularity.of(np.bincount(profile_all.indices, minlength=data.n_items)))
     users = np.flatnonzero(np.diff(truth_all.indptr) > 0)
-    max_k = max(config.ks)
     model_name = name or model.name
 
     parts: dict[str, list[np.ndarray]] = {}
-    recommended = {k: np.zeros(data.n_items, dtype=bool) for k in config.ks}
+    exposure = {k: np.zeros(data.n_items, dtype=np.int64) for k in config.ks}  # times each movie is in a top K
+    score_seconds = 0.0
     shown = Progress(f"evaluate {model_name} on {split}", total=int(users.size), unit="user",
                      mode=None if progress else "off")
     for batch in iter_user_batches(users, data.n_items, config.batch_size):
         history = profile_all[batch]
-        # The contract lets us write into the returned array; copy only if it is not ours to change.
-        scores = np.require(model.score(batch, history), np.float32, ["C", "W", "O"])  # (B, I)
-        if scores.shape != (batch.size, data.n_items):
-            raise ArmorError(f"model {model_name} returned scores of shape {scores.shape}, "
-                             f"expected {(batch.size, data.n_items)}")
-        # One summing pass is much cheaper than isnan over the block; look closer only if it fails.
-        if not np.isfinite(scores.sum()) and np.isnan(scores).any():
-            raise ArmorError(f"model {model_name} returned NaN scores for users "
-                             f"{data.user_ids[batch[np.isnan(scores).any(axis=1)]][:5].tolist()}")
+        started = time.perf_counter()
+        raw = model.score(batch, history)
+        score_seconds += time.perf_counter() - started
+        scores = _checked(raw, model_name, batch, data)
         mask_rows(scores, history)
         if outside is not None:
             scores[:, outside] = -np.inf
-        indices, valid = M.top_k(scores, max_k, M.TieOrder(config.seed, data.user_ids[batch], data.item_ids))
-        truth = truth_all[batch]
-        hits = M.hits_matrix(indices, valid, truth)
-        batch_metrics = M.ranking_metrics(hits, np.diff(truth.indptr), config.ks)
-        if is_new is not None:
-            batch_metrics.update(M.share_of_slots(indices, valid, is_new, config.ks, prefix="new"))
-        if data.item_genres is not None and data.item_genres.shape[1] > 0:
-            for k in config.ks:
-                batch_metrics[f"diversity@{k}"] = M.intra_list_diversity(indices, valid, data.item_genres, k)
-        for key, values in batch_metrics.items():
+        indices, valid = M.top_k(scores, max(config.ks), M.TieOrder(config.seed, data.user_ids[batch], data.item_ids))
+        for key, values in lists(indices, valid, truth_all[batch]).items():
             parts.setdefault(key, []).append(values)
         for k in config.ks:
-            recommended[k][indices[:, :k][valid[:, :k]]] = True
+            exposure[k] += np.bincount(indices[:, :k][valid[:, :k]], minlength=data.n_items)
         shown.update(batch.size)
     shown.close()
 
     per_user = {key: np.concatenate(chunks) for key, chunks in parts.items()}
-    coverage = {f"coverage@{k}": float(recommended[k].mean()) for k in config.ks}
+    rankable = np.ones(data.n_items, dtype=bool) if outside is None else ~outside
+    aggregate = {f"coverage@{k}": float((exposure[k] > 0).mean()) for k in config.ks}
+    aggregate.update({f"gini@{k}": M.gini_index(exposure[k][rankable]) for k in config.ks})
     ci = M.bootstrap_ci(per_user, config.bootstrap, config.confidence, config.seed) if users.size else {}
     return EvaluationResult(model=model_name, split=split, users=users, per_user=per_user,
-                            coverage=coverage, ci=ci)
+                            coverage=aggregate, ci=ci, score_seconds=score_seconds)
+
+
+def _checked(raw: np.ndarray, model_name: str, batch: np.ndarray, data: SplitData) -> np.ndarray:
+    """A model's score block as a writable float32 array, refused if its shape is wrong or it holds NaN."""
+    # The contract lets us write into the returned array; copy only if it is not ours to change.
+    scores = np.require(raw, np.float32, ["C", "W", "O"])  # (B, I)
+    if scores.shape != (batch.size, data.n_items):
+        raise ArmorError(f"model {model_name} returned scores of shape {scores.shape}, "
+                         f"expected {(batch.size, data.n_items)}")
+    # One summing pass is much cheaper than isnan over the block; look closer only if it fails.
+    if not np.isfinite(scores.sum()) and np.isnan(scores).any():
+        raise ArmorError(f"model {model_name} returned NaN scores for users "
+                         f"{data.user_ids[batch[np.isnan(scores).any(axis=1)]][:5].tolist()}")
+    return scores
+
+
+@dataclasses.dataclass(frozen=True)
+class _ListMetrics:
+    """Every per-user metric of a batch's top-K lists: accuracy against ``truth``, the share of new
+    movies (with ``is_new``), genre diversity (with genres) and popularity bias."""
+
+    ks: tuple[int, ...]
+    item_genres: sp.csr_matrix | None
+    is_new: np.ndarray | None
+    popularity: M.ItemPopularity
+
+    def __call__(self, indices: np.ndarray, valid: np.ndarray, truth: sp.csr_matrix) -> dict[str, np.ndarray]:
+        hits = M.hits_matrix(indices, valid, truth)
+        out = M.ranking_metrics(hits, np.diff(truth.indptr), self.ks)
+        if self.is_new is not None:
+            out.update(M.share_of_slots(indices, valid, self.is_new, self.ks, prefix="new"))
+        if self.item_genres is not None and self.item_genres.shape[1] > 0:
+            for k in self.ks:
+                out[f"diversity@{k}"] = M.intra_list_diversity(indices, valid, self.item_genres, k)
+        out.update(M.popularity_metrics(indices, valid, self.popularity, self.ks))
+        return out
 
 
 def _column_mask(n_items: int, columns: np.ndarray | None, inverse: bool = False) -> np.ndarray | None:

@@ -4,10 +4,13 @@ reproduced on a workspace, with test scored once per model.
 Reads the models trained into WORKSPACE/models/SPLIT/ for each protocol's split, evaluates each
 on the test part of its own split (so on exactly that split's catalogue), and writes a report
 directory: report.md (definitions, the funnel of each split, Table 1 per protocol with the
-paper's numbers beside the leave-one-out one, paired differences, coverage and diversity, the
-cold-start table, the interpretability table), table1.csv (one row per model and protocol),
-coldstart.csv, Recall/NDCG bar charts (the paper's Figures 3-5), the top-5 for a query title with
-posters (Figures 2, 6, 7) and a t-SNE of the overview embeddings by primary genre (Figure 8).
+paper's numbers beside the leave-one-out one, paired differences and all-pairs significance, the
+tuning budget with training and scoring times, coverage and diversity, precision, MAP and popularity
+bias, results by user activity, the cold-start table, the interpretability table), table1.csv (one
+row per model and protocol), coldstart.csv, Recall/NDCG bar charts (the paper's Figures 3-5),
+learning curves, one test user's top-5 under the best model of each family with posters (after
+Figures 2, 6, 7), a t-SNE of the overview embeddings by primary genre (Figure 8), and
+provenance.json (configuration, job, package versions, git commit).
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from armor.config import EvalConfig, setting
+from armor.config import EvalConfig
 from armor.data.benchmark import Benchmark, load_benchmark
 from armor.data.catalogue import funnel_markdown
+from armor.data.splits import split_digest
 from armor.errors import DataError
-from armor.eval import claims, figures, showcase, tables
+from armor.eval import beyond, claims, figures, provenance, showcase, significance, tables
 from armor.eval.guard import check_model
 from armor.eval.metrics import paired_bootstrap_difference
 from armor.eval.protocol import EvaluationResult, evaluate, new_items
+from armor.eval.report_config import ReportConfig
 from armor.io import write_text
 from armor.models.base import Recommender, load_recommender
 from armor.models.registry import MODELS
@@ -55,6 +60,20 @@ DCG = sum over hits of 1 / log2(rank + 1), divided by the ideal DCG of min(|test
 **HR@K** = 1 if any test item is in the top K. **MRR@K** = 1 / rank of the first hit in the top K
 (0 if none). **Coverage@K**: share of catalogue movies in at least one user's top K.
 **Diversity@K**: mean pairwise genre Jaccard distance within a top-K list.
+**Precision@K** = test items in the top K / K; **MAP@K** = the sum of Precision@j over the ranks j <= K
+that hold a test item, divided by min(|test|, K) (RecBole's definitions). Popularity bias (Elliot's and
+RecBole's measures), with a movie's popularity = its positives in the log behind the profile (training
++ validation at test): **ARP@K** = mean popularity of a user's top K; **Tail@K** = the share of the top
+K outside the short head, the most popular movies that together hold 80% of those positives (Elliot's
+rule); **Novelty@K** = mean -log2(popularity / all positives) over the top K, a movie nobody liked
+counting as the least popular liked one (self-information, as Elliot's EFD without relevance or rank
+weights); **Gini@K** = the Gini coefficient of how often each rankable movie appears in the users'
+top-K lists (RecBole's GiniIndex: 0 when all appear equally often, towards 1 when a few take every
+slot). **By user activity**: users grouped by the quartile of their test profile's size.
+**All-pairs significance**: two-sided Wilcoxon signed-rank tests on per-user NDCG@10 for every pair
+of models of a table, Holm-adjusted over the pairs. **Times**: training time is the search plus the
+refit from metrics.json; scoring time is measured here, the time `score` takes per 1,000 test users
+on this machine (shared with whatever else ran), excluding the ranking and metrics.
 **Ties**: movies with equal scores are ordered by a seeded random key per (user, movie), so a tie
 never rewards a model (a constant model scores at chance). **Leave-one-out**: each user's latest
 positive by (timestamp, movie id) is test, the one before it validation.
@@ -69,18 +88,6 @@ seed-averaged per-user difference above 0 and the same sign in every seed. Every
 hyperparameter and model was chosen on validation; test was scored once, here, and the best model
 of each protocol is named by its validation NDCG@10.
 """
-
-
-@dataclasses.dataclass(frozen=True)
-class ReportConfig:
-    protocols: tuple[str, ...] = setting(("loo", "random"), "splits of Table 1, one table each")
-    cold_split: str | None = setting("cold", "split of the item cold-start table (skipped when it is absent)")
-    models: tuple[str, ...] | None = setting(None, "model names under WORKSPACE/models/SPLIT (default: every one)")
-    query_title: str | None = setting(None, 'query of the top-5 figure, e.g. "Matrix, The (1999)" (default: '
-                                            "The Matrix if present, else the most-liked training movie)")
-    bootstrap: int = setting(1000, "bootstrap resamples for the 95% CIs")
-    seed: int = setting(0, "seed of the bootstrap, the tie order and the figures")
-    header: str = ""
 
 
 @dataclasses.dataclass
@@ -102,6 +109,13 @@ class ProtocolRun:
 
 def label(name: str) -> str:
     return MODELS[name].label if name in MODELS else name
+
+
+def model_colours(names: list[str]) -> dict[str, Any]:
+    """Each model's colour by label, fixed by its place in the registry so that it is the same in
+    every figure and protocol; models outside the registry take the colours after."""
+    known = list(MODELS) + [n for n in names if n not in MODELS]
+    return {label(n): colour for n, colour in zip(known, figures.palette(len(known)))}
 
 
 def trained_models(ws: Workspace, split: str, names: tuple[str, ...] | None) -> dict[str, list[Path]]:
@@ -170,18 +184,24 @@ def run_protocol(ws: Workspace, split: str, config: ReportConfig) -> ProtocolRun
     return score(load_split_models(ws, split, config), config)
 
 
-def make_report(workspace: str | Path, config: ReportConfig = ReportConfig(), out: Path | None = None) -> Path:
-    """Write the report directory (see the module docstring); returns it."""
+def make_report(workspace: str | Path, config: ReportConfig | None = None, out: Path | None = None,
+                job: Any = None) -> Path:
+    """Write the report directory (see the module docstring) with ``config`` (default ReportConfig());
+    returns it. ``job`` (the demo's or benchmark's, when the caller has one) goes into provenance.json."""
+    config = config or ReportConfig()
     ws = Workspace(workspace)
     out = Path(out or ws.report)
     out.mkdir(parents=True, exist_ok=True)
     runs = [run_protocol(ws, split, config) for split in config.protocols]
-    lines = [config.header or f"# ARMoR report: {ws.root.name}\n", DEFINITIONS, seeds_note(runs)]
+    record = provenance.provenance(config, ws.root, job, {r.split: split_digest(r.bench.data) for r in runs})
+    write_text(json.dumps(record, indent=2) + "\n", out / provenance.PROVENANCE_FILE)
+    lines = [config.header or f"# ARMoR report: {ws.root.name}\n", provenance.provenance_line(record), DEFINITIONS,
+             seeds_note(runs)]
     for run in runs:
         lines += protocol_section(run, config, out)
     lines += [ablation_section(ws, run, config) for run in runs]
     lines += [cold_section(ws, config, out), showcase.attention_table(runs[0].models)]
-    lines += qualitative(ws, runs[0], config, out)
+    lines += qualitative(ws, runs, config, out)
     write_text("\n".join(line for line in lines if line), out / "report.md")
     write_text(tables.csv_rows([(result, {"protocol": r.split}) for r in runs for result in r.results.values()]),
                out / "table1.csv")
@@ -193,10 +213,12 @@ def make_report(workspace: str | Path, config: ReportConfig = ReportConfig(), ou
 
 def protocol_section(run: ProtocolRun, config: ReportConfig, out: Path) -> list[str]:
     """Table 1 under one protocol: the funnel, the table (the paper's beside leave-one-out), paired
-    differences, coverage and diversity, and the bar charts."""
+    differences and all-pairs tests, the tuning budget with times, beyond-accuracy metrics, results by
+    user activity, and the figures."""
     ordered = list(run.results.values())
     data = run.bench.data
     title = PROTOCOL_TITLES.get(run.bench.split.config.method, run.split)
+    labels = {n: label(n) for n in run.results}
     lines = [f"## Table 1 under {title} (split `{run.split}`)\n",
              f"Catalogue: {data.n_items} movies ({run.bench.excluded_movies} of {run.bench.movies_total} left out: "
              f"catalogue `{run.bench.split.config.catalogue}`, missing-modality policy `{run.bench.policy}`); "
@@ -205,16 +227,22 @@ def protocol_section(run: ProtocolRun, config: ReportConfig, out: Path) -> list[
     if run.bench.split.config.method == "loo":
         lines.append(paper_rows(list(run.models)))
     lines += [best_line(run), seed_table(run), paired_differences(run, config),
+              significance.matrix_markdown(significance.all_pairs(
+                  {n: r.per_user[claims.CLAIM_METRIC] for n, r in run.results.items()}), labels),
               f"\nTuning budget (every trainable model: the same number of validation trials of its registry "
               f"search space, then refit):\n\n{budget_section(run)}",
               "\nHit rate, MRR, coverage and intra-list genre diversity (means):\n",
               tables.markdown_table(ordered, [f"{m}@{k}" for m in ("hr", "mrr", "coverage", "diversity")
-                                              for k in (10, 20)], with_ci=False)]
+                                              for k in (10, 20)], with_ci=False),
+              beyond.beyond_accuracy(ordered),
+              beyond.activity_table(run.results, labels, data, config.bootstrap, config.seed)]
+    colours = model_colours(list(run.results))
     for metric in ("recall", "ndcg"):
         name = f"{metric}_{run.split}.png"
         figures.bar_chart(ordered, metric, (5, 10, 20), out / name,
-                          f"{metric.upper() if metric == 'ndcg' else 'Recall'}@K on test ({title})")
+                          f"{metric.upper() if metric == 'ndcg' else 'Recall'}@K on test ({title})", colours)
         lines.append(f"![{metric}@K, {run.split}]({name})")
+    lines.append(beyond.learning_section(run.meta, labels, run.split, out, colours))
     return lines
 
 
@@ -269,7 +297,8 @@ def seed_table(run: ProtocolRun) -> str:
 
 
 def budget_section(run: ProtocolRun) -> str:
-    return claims.budget_markdown(claims.budget_rows(run.meta, {n: label(n) for n in run.meta}))
+    inference = {n: claims.inference_per_thousand(r) for n, r in run.results.items()}
+    return claims.budget_markdown(claims.budget_rows(run.meta, {n: label(n) for n in run.meta}, inference))
 
 
 def seeds_note(runs: list[ProtocolRun]) -> str:
@@ -367,17 +396,21 @@ def claims_block(run: ProtocolRun, config: ReportConfig) -> str:
     return "\n" + claims.comparison_lines(found)
 
 
-def qualitative(ws: Workspace, run: ProtocolRun, config: ReportConfig, out: Path) -> list[str]:
-    """The top-5 figure and the t-SNE, from the first protocol's content models."""
+def qualitative(ws: Workspace, runs: list[ProtocolRun], config: ReportConfig, out: Path) -> list[str]:
+    """One test user's top-5 under each family's best model, from the protocol with the most held-out
+    movies per user (so that hits can show), and the t-SNE of the first protocol's overview features."""
     movies = pq.read_table(ws.movies).to_pandas().set_index("movie_id")
-    data = run.bench.data
-    labels = {n: label(n) for n in run.models}
-    query = showcase.query_index(data, movies, config.query_title)
+    shown = max(runs, key=lambda r: r.bench.data.test.nnz / max(r.bench.data.n_users, 1))
+    families = claims.best_per_family(shown.meta, {n: MODELS[n].family for n in shown.models if n in MODELS})
+    query = showcase.query_index(shown.bench.data, movies, config.query_title)
+    first = runs[0]
     features = None
-    if any(MODELS[n].needs_features for n in run.models if n in MODELS):
-        features = load_benchmark(ws.root, run.split).features
-    return [showcase.top_k_figure(ws, data, movies, run.models, labels, query, out / "top5.png"),
-            showcase.tsne_figure(features, data, movies, out / "tsne_text.png", config.seed)]
+    if any(MODELS[n].needs_features for n in first.models if n in MODELS):
+        features = load_benchmark(ws.root, first.split).features
+    return [showcase.top_k_figure(ws, shown.bench.data, movies, shown.models, {n: label(n) for n in shown.models},
+                                  families, query, out / "top5.png", config.seed, shown.split),
+            showcase.tsne_figure(features, first.bench.data, movies, out / "tsne_text.png", config.seed,
+                                 showcase.standin_overviews(ws))]
 
 
 def best_models(out: Path) -> dict[str, Any]:

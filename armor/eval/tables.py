@@ -14,8 +14,9 @@ DEFAULT_COLUMNS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "n
 
 def _short(metric: str) -> str:
     name, k = metric.split("@")
-    return {"recall": "R", "ndcg": "N", "hr": "HR", "mrr": "MRR", "coverage": "Cov",
-            "diversity": "Div"}.get(name, name) + f"@{k}"
+    return {"recall": "R", "ndcg": "N", "hr": "HR", "mrr": "MRR", "coverage": "Cov", "diversity": "Div",
+            "precision": "P", "map": "MAP", "arp": "ARP", "tail": "Tail", "novelty": "Nov",
+            "gini": "Gini"}.get(name, name) + f"@{k}"
 
 
 def markdown_table(results: Sequence[EvaluationResult], columns: Sequence[str] = DEFAULT_COLUMNS,
@@ -27,11 +28,11 @@ def markdown_table(results: Sequence[EvaluationResult], columns: Sequence[str] =
         row = result.row()
         cells = []
         for column in columns:
-            value = row.get(column, float("nan"))
-            cell = f"{value:.4f}"
+            spec = ".1f" if column.startswith("arp@") else ".4f"  # ARP is a count of positives
+            cell = format(row.get(column, float("nan")), spec)
             low, high = row.get(f"{column}_lo", math.nan), row.get(f"{column}_hi", math.nan)
             if with_ci and not (math.isnan(low) or math.isnan(high)):  # no bootstrap, no interval
-                cell += f" [{low:.4f}, {high:.4f}]"
+                cell += f" [{low:{spec}}, {high:{spec}}]"
             cells.append(cell)
         lines.append(f"| {result.model} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

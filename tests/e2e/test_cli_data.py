@@ -34,7 +34,7 @@ def test_prepare_split_evaluate_on_the_embedded_ml100k(tmp_path, capsys):
                  "--model", "random", "--on", "valid", "--bootstrap", "20"]) == 0
     table = capsys.readouterr().out
     assert "| popularity |" in table and "| random |" in table
-    assert (ws / "reports" / "evaluate-loo-valid.csv").read_text().count("\n") == 3
+    assert (ws / "report" / "evaluate-loo-valid.csv").read_text().count("\n") == 3
 
 
 def test_synthetic_world_round_trips_through_prepare(tmp_path):

@@ -1,5 +1,7 @@
-"""`armor report`: definitions, funnels, Table 1 under both protocols with CIs and paper rows,
-the item cold-start table, figures, interpretability; and the catalogue every model must match."""
+"""`armor report`: definitions, funnels, Table 1 under both protocols with CIs and paper rows, the
+tuning budget with times, precision/MAP/popularity bias, results by activity, all-pairs tests, the
+item cold-start table, figures and learning curves, interpretability, provenance.json; and the
+catalogue every model must match."""
 
 import csv
 import json
@@ -63,6 +65,8 @@ def test_report_has_both_tables_the_funnels_definitions_figures_and_interpretabi
     score = {(r["model"], r["protocol"]): float(r["ndcg@10"]) for r in rows}
     for protocol in ("loo", "random"):
         assert score[("Fused, full attention (ours)", protocol)] > 3 * score[("Random", protocol)]
+    beyond_accuracy_popularity_bias_activity_and_significance(out, text, rows)
+    figures_learning_curves_top5_and_provenance(out, text)
     best = best_models(out)
     assert set(best) == {"loo", "random"}
     for protocol, chosen in best.items():  # named by validation, not by test
@@ -70,6 +74,51 @@ def test_report_has_both_tables_the_funnels_definitions_figures_and_interpretabi
         assert chosen["label"] in valid
         assert chosen["valid_ndcg@10"] == max(json.loads((trained / "models" / protocol / m / "metrics.json")
                                                          .read_text())["valid"]["ndcg@10"] for m in MODELS)
+
+
+def beyond_accuracy_popularity_bias_activity_and_significance(out, text, rows):
+    random_part = text.split("## Table 1 under random")[1].split("## Item cold start")[0]
+    # the tuning budget gives training time (search + refit) and scoring time per 1,000 users
+    assert "| training s (search + refit) | scoring s / 1,000 users |" in random_part
+    bpr = next(line for line in random_part.split("Tuning budget")[1].splitlines() if line.startswith("| BPR | 2 | "))
+    train_seconds, score_seconds = bpr.split(" | ")[-2:]
+    assert float(train_seconds.split()[0]) > 0 and float(score_seconds.strip(" |")) > 0
+    # precision, MAP and popularity bias, in the report and per row of table1.csv
+    assert "| P@10 | MAP@10 | ARP@10 | Tail@10 | Nov@10 | Gini@10 | Cov@10 |" in random_part
+    by = {(r["model"], r["protocol"]): {k: float(v) for k, v in r.items() if "@" in k} for r in rows}
+    for protocol in ("loo", "random"):
+        pop, rand = by[("Popularity", protocol)], by[("Random", protocol)]
+        for r in (pop, rand):
+            assert 0 <= r["precision@10"] <= 1 and 0 <= r["map@10"] <= 1 and 0 <= r["tail@10"] <= 1
+            assert 0 <= r["gini@10"] <= 1 and r["novelty@10"] > 0
+        # popularity recommends popular movies to everyone; random spreads its slots
+        assert pop["arp@10"] > rand["arp@10"] and pop["tail@10"] < rand["tail@10"]
+        assert pop["gini@10"] > rand["gini@10"] and pop["novelty@10"] < rand["novelty@10"]
+    for model in {m for m, _ in by}:  # one held-out movie per user: MAP is MRR and precision is HR / K
+        loo = by[(model, "loo")]
+        assert loo["map@10"] == pytest.approx(loo["mrr@10"]) and loo["precision@10"] == pytest.approx(loo["hr@10"] / 10)
+    # NDCG@10 by quartile of profile size, per model
+    assert "Test NDCG@10 by user activity" in random_part and "| Q4: " in random_part
+    # all pairs of the 7 models: Wilcoxon signed-rank, Holm-adjusted
+    assert "two-sided Wilcoxon signed-rank test on per-user values, Holm-adjusted over the 21 pairs" in random_part
+    assert "| 7. Random |" in random_part
+
+
+def figures_learning_curves_top5_and_provenance(out, text):
+    for protocol in ("loo", "random"):  # the fused models and BPR learn over epochs
+        assert f"![learning curves, {protocol}](learning_{protocol}.png)" in text
+        assert (out / f"learning_{protocol}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # one test user's top-5 under the best of each family, held-out movies marked
+    top5 = text.split("## Top-5 for one test user")[1]
+    for family in ("content", "interaction", "reference"):
+        assert f"(best {family}): " in top5
+    assert "The user's held-out movies: " in top5
+    assert "clustering by genre is expected" in text  # the t-SNE's note on stand-in overviews
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["report_config"]["bootstrap"] == 100 and set(record["splits"]) == {"loo", "random"}
+    assert record["packages"]["numpy"] and record["packages"]["python"]
+    assert record["git"]["commit"] is None or len(record["git"]["commit"]) == 40
+    assert "[provenance.json](provenance.json)" in text
 
 
 def test_cold_start_ranks_held_out_movies_with_content_and_models_without_it_cannot(trained):

@@ -90,6 +90,70 @@ def test_ranking_metrics_hand_computed():
     assert m["mrr@5"][1] == pytest.approx(0.25)
 
 
+def test_precision_and_map_hand_computed():
+    """RecBole's definitions: Precision@K = hits / K; MAP@K = sum of Precision@j at each hit j <= K,
+    divided by min(|relevant|, K)."""
+    ranking = np.array([[4, 0, 2, 1, 3], [1, 2, 3, 0, 4]])  # hits at ranks 1 and 3; at rank 4
+    hits = M.hits_matrix(ranking, np.ones_like(ranking, dtype=bool), csr([[2, 4], [0]], 5))
+    m = M.ranking_metrics(hits, np.array([2, 1]), ks=(1, 3, 5))
+    assert m["precision@1"].tolist() == [1.0, 0.0]
+    assert m["precision@3"] == pytest.approx([2 / 3, 0.0])
+    assert m["precision@5"] == pytest.approx([2 / 5, 1 / 5])
+    assert m["map@1"].tolist() == [1.0, 0.0]  # P@1 = 1 over min(2, 1) = 1
+    assert m["map@3"] == pytest.approx([(1 + 2 / 3) / 2, 0.0])  # (P@1 + P@3) / min(2, 3)
+    assert m["map@5"] == pytest.approx([(1 + 2 / 3) / 2, 1 / 4])  # user 1: P@4 / min(1, 5)
+    # a user without relevant items is NaN, like the other accuracy metrics
+    empty = M.ranking_metrics(np.zeros((1, 3), dtype=bool), np.array([0]), ks=(3,))
+    assert np.isnan(empty["precision@3"][0]) and np.isnan(empty["map@3"][0])
+
+
+def test_item_popularity_short_head_tail_and_information():
+    # 10 positives; the head is the most popular movies reaching 80% of them: 5 + 3 = 8 -> {0, 1}
+    pop = M.ItemPopularity.of(np.array([5, 3, 1, 1, 0, 0]))
+    assert pop.tail.tolist() == [False, False, True, True, True, True]
+    # self-information of the share of positives; a movie nobody liked counts as the least liked one (1)
+    assert pop.information == pytest.approx([1.0, -math.log2(0.3), -math.log2(0.1), -math.log2(0.1),
+                                             -math.log2(0.1), -math.log2(0.1)])
+    # 80% of 10 is crossed, not hit: 4, 4 + 3 = 7, 7 + 2 = 9 -> the head holds three movies
+    assert M.ItemPopularity.of(np.array([1, 2, 3, 4])).tail.tolist() == [True, False, False, False]
+    # nothing liked: everything is tail, nothing more novel than anything else
+    none = M.ItemPopularity.of(np.zeros(3))
+    assert none.tail.all() and not none.information.any()
+
+
+def test_popularity_metrics_hand_computed():
+    pop = M.ItemPopularity.of(np.array([5, 3, 1, 1, 0, 0]))  # head {0, 1}
+    indices = np.array([[0, 2, 4], [1, 0, 5]])
+    valid = np.array([[True, True, True], [True, True, False]])  # user 1's third slot is excluded
+    m = M.popularity_metrics(indices, valid, pop, ks=(1, 2, 3))
+    assert m["arp@1"].tolist() == [5.0, 3.0]
+    assert m["arp@2"].tolist() == [3.0, 4.0]  # (5 + 1) / 2, (3 + 5) / 2
+    assert m["arp@3"].tolist() == [2.0, 4.0]  # (5 + 1 + 0) / 3; only two filled slots: (3 + 5) / 2
+    assert m["tail@3"] == pytest.approx([2 / 3, 0.0])
+    bits = {0: 1.0, 1: -math.log2(0.3), 2: -math.log2(0.1), 4: -math.log2(0.1)}
+    assert m["novelty@3"] == pytest.approx([(bits[0] + bits[2] + bits[4]) / 3, (bits[1] + bits[0]) / 2])
+    nothing = M.popularity_metrics(indices, np.zeros_like(valid), pop, ks=(2,))
+    assert np.isnan(nothing["arp@2"]).all()
+
+
+def test_gini_index_hand_computed():
+    assert M.gini_index(np.array([1, 1, 1, 1])) == 0.0  # equal exposure
+    assert M.gini_index(np.array([0, 0, 2, 2])) == pytest.approx(0.5)  # (1*2 + 3*2) / (4 * 4)
+    assert M.gini_index(np.array([4, 0, 0, 0])) == pytest.approx(0.75)  # one movie takes every slot: (n-1)/n
+    assert math.isnan(M.gini_index(np.zeros(3)))
+
+
+def test_bootstrap_means_match_a_gather_per_resample():
+    """The sparse-product bootstrap draws the same resamples as indexing would, NaN users skipped."""
+    rng = np.random.default_rng(0)
+    per_user = {"a": rng.random(40), "b": rng.random(40)}
+    per_user["b"][:5] = np.nan
+    means = M._bootstrap_means(per_user, 30, seed=4)
+    sample = np.random.default_rng(4).integers(0, 40, size=(30, 40))
+    np.testing.assert_allclose(means["a"], per_user["a"][sample].mean(axis=1))
+    np.testing.assert_allclose(means["b"], np.nanmean(per_user["b"][sample], axis=1))
+
+
 def test_metrics_when_k_exceeds_the_catalogue():
     # 3 items, K = 10: the list holds all 3; recall is complete and NDCG uses the ideal of 2 hits.
     scores = np.array([[0.1, 0.9, 0.5]])

@@ -57,6 +57,28 @@ def test_coverage_counts_distinct_recommended_items():
     assert result.coverage["coverage@3"] == pytest.approx(5 / 6)  # {3, 4, 5} and {3, 2, 1}
 
 
+
+def test_popularity_bias_is_counted_in_the_log_behind_the_profile():
+    """ARP counts each movie's positives in train on validation and in train + validation on test;
+    Gini is over how often each rankable movie is recommended; the time in model.score is kept."""
+    data = tiny_split()
+    scores = [[9, 8, 7, 6, 5, 4], [9, 1, 2, 3, 0.5, 8]]
+    config = EvalConfig(ks=(3,), bootstrap=0)
+    # test: user 0 ranks 3, 4, 5; user 1 ranks 3, 2, 1. Train + validation counts: 1 for movies 0, 1, 2, 5.
+    result = evaluate(FixedScores(scores), data, "test", config)
+    assert result.per_user["arp@3"] == pytest.approx([1 / 3, 2 / 3])
+    # exposure 0, 1, 1, 2, 1, 1 -> sorted sum of (2j - 7) x_j = 10, over 6 * 6
+    assert result.coverage["gini@3"] == pytest.approx(10 / 36)
+    assert result.score_seconds > 0
+    # validation: user 0 ranks 2, 3, 4 (train counts 0); user 1 ranks 0, 3, 2 (movie 0: 1 in train)
+    on_valid = evaluate(FixedScores(scores), data, "valid", config)
+    assert on_valid.per_user["arp@3"] == pytest.approx([0.0, 1 / 3])
+    # with candidates, Gini is over the rankable movies only: both users get movie 3 -> exposure (2, 0)
+    only = evaluate(FixedScores(scores), data, "test", EvalConfig(ks=(1,), bootstrap=0), candidates=np.array([3, 4]))
+    assert only.coverage["gini@1"] == pytest.approx(0.5)
+
+
+
 def test_batching_does_not_change_results():
     rng = np.random.default_rng(0)
     n_users, n_items = 57, 40
