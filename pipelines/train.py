@@ -366,10 +366,11 @@ def _search(job: TrainJob, bench: Benchmark) -> tuple[Recommender, TrainJob, dic
                  if hasattr(job.settings[section], "seed")), 0)
     points = search.sample_points(space, job.trials, seed)
     chosen, model, table = selection.search(lambda point: build(_at(job, point), bench), points, bench.data)
-    log.info("%s search (%d trials): chose %s", job.model, job.trials, chosen)
+    read = MODELS[job.model].read_settings(chosen)
+    log.info("%s search (%d trials): chose %s", job.model, job.trials, read)
     return model, _at(job, chosen), {"space_name": job.space, "space": search.describe_space(space),
-                                     "trials": job.trials, "table": table, "chosen": chosen,
-                                     "at_edge": search.at_edge(space, chosen)}
+                                     "trials": job.trials, "table": table, "chosen": read,
+                                     "at_edge": search.at_edge(space, read)}
 
 
 def _at(job: TrainJob, point: dict[str, Any]) -> TrainJob:

@@ -52,6 +52,14 @@ class ModelSpec:
     # Named search spaces over "section.field" settings (``armor.training.search``): "default" is
     # what `armor train --trials N` and the benchmark search, with the same budget for every model.
     spaces: Mapping[str, Space] = dataclasses.field(default_factory=dict)
+    # The sections a point of its space leaves unread (a mapping reads only its chosen source's), so
+    # that their settings are never reported as the choice or flagged at the edge of their range.
+    unread: Callable[[Mapping[str, Any]], frozenset[str]] = lambda point: frozenset()
+
+    def read_settings(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings of ``point`` the model reads."""
+        skipped = self.unread(point)
+        return {key: value for key, value in point.items() if key.split(".", 1)[0] not in skipped}
 
     def space(self, which: str = "default") -> Space:
         if which not in self.spaces:
@@ -118,6 +126,40 @@ def _armor_graph(ctx: BuildContext) -> Recommender:
                        num_threads=1 if ctx.device == "cpu" else None)
 
 
+def _vbpr(ctx: BuildContext) -> Recommender:
+    from armor.models.vbpr import VBPR
+
+    return VBPR(ctx.settings["vbpr"], ctx.features, ctx.present, device=ctx.device,
+                num_threads=1 if ctx.device == "cpu" else None)
+
+
+def _freedom(ctx: BuildContext) -> Recommender:
+    from armor.models.freedom import FREEDOM
+
+    return FREEDOM(ctx.settings["freedom"], ctx.features, ctx.present, device=ctx.device,
+                   num_threads=1 if ctx.device == "cpu" else None)
+
+
+def _mapping(cls: str, section: str) -> Callable[[BuildContext], Recommender]:
+    def build(ctx: BuildContext) -> Recommender:
+        from armor.models import cold_mapping
+
+        return getattr(cold_mapping, cls)(ctx.settings[section], ctx.features, ctx.present, als=ctx.settings["als"],
+                                          lightgcn=ctx.settings["lightgcn"], device=ctx.device,
+                                          num_threads=1 if ctx.device == "cpu" else None)
+
+    return build
+
+
+def _unread_source(section: str) -> Callable[[Mapping[str, Any]], frozenset[str]]:
+    """A mapping trains only the collaborative source its point names: the other's settings are unread."""
+    def unread(point: Mapping[str, Any]) -> frozenset[str]:
+        source = point.get(f"{section}.source")
+        return frozenset({"als", "lightgcn"} - {source}) if source else frozenset()
+
+    return unread
+
+
 def _popularity(ctx: BuildContext) -> Recommender:
     from armor.models.baselines import Popularity
 
@@ -170,6 +212,11 @@ _SPACES: dict[str, dict[str, Space]] = {
     "als": {"default": {"als.factors": choice(32, 64, 128), "als.regularization": log_uniform(1e-3, 10.0),
                         "als.alpha": log_uniform(0.3, 100.0)}},
     "ease": {"default": {"ease.l2": log_uniform(5.0, 20000.0)}},
+    "vbpr": {"default": {"vbpr.lr": log_uniform(1e-3, 5e-2), "vbpr.reg": log_uniform(1e-6, 1e-1),
+                         "vbpr.content_reg": log_uniform(1e-7, 1e-1)}},
+    # MMRec searches FREEDOM's dropout (0.8, 0.9) and reg_weight (0, 1e-5 .. 1e-3); the lr as every graph model's.
+    "freedom": {"default": {"freedom.lr": log_uniform(1e-3, 5e-2), "freedom.dropout": uniform(0.1, 0.95),
+                            "freedom.reg_weight": log_uniform(1e-6, 1e-1)}},
     # "cold-path": the two settings that shape only the content path (see ArmorGraphConfig), searched
     # on the item cold-start split's validation movies with --armor-graph-new-item-vector content;
     # "default" searches them with the rest.
@@ -181,6 +228,14 @@ _SPACES: dict[str, dict[str, Space]] = {
                     "cold-path": {"armor_graph.align_temperature": log_uniform(0.05, 10.0),
                                   "armor_graph.fusion_dropout": uniform(0.0, 0.6)}},
 }
+# The mappings search their collaborative source with that source's own settings (the als and lightgcn
+# entries' spaces; a trial reads only its source's) and their one setting of their own: one space, one budget.
+_SPACES["knn-map"] = {"default": {"knn_map.source": choice("als", "lightgcn"),
+                                  "knn_map.k": log_uniform(2, 200, integer=True),
+                                  **_SPACES["als"]["default"], **_SPACES["lightgcn"]["default"]}}
+_SPACES["linear-map"] = {"default": {"linear_map.source": choice("als", "lightgcn"),
+                                     "linear_map.l2": log_uniform(1e-3, 1e3),
+                                     **_SPACES["als"]["default"], **_SPACES["lightgcn"]["default"]}}
 
 
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
@@ -211,6 +266,20 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("armor-graph", "hybrid", "ARMoR-Graph (ours: graph + content graph + aligned content)", True,
               _armor_graph, "armor.models.graph_hybrid:GraphHybrid",
               {"armor_graph": ArmorGraphConfig}, spaces=_SPACES["armor-graph"], data_parallel=True),
+    ModelSpec("vbpr", "hybrid", "VBPR (He & McAuley 2016)", True, _vbpr, "armor.models.vbpr:VBPR",
+              {"vbpr": _config("armor.models.hybrid_configs", "VBPRConfig")}, spaces=_SPACES["vbpr"]),
+    ModelSpec("freedom", "hybrid", "FREEDOM (Zhou & Shen 2023)", True, _freedom, "armor.models.freedom:FREEDOM",
+              {"freedom": _config("armor.models.hybrid_configs", "FREEDOMConfig")}, spaces=_SPACES["freedom"]),
+    ModelSpec("knn-map", "hybrid", "kNN mapping (cold-start floor)", True, _mapping("KNNMapping", "knn_map"),
+              "armor.models.cold_mapping:KNNMapping",
+              {"knn_map": _config("armor.models.hybrid_configs", "KNNMapConfig"),
+               "als": _config("armor.models.als", "ALSConfig"), "lightgcn": LightGCNConfig},
+              spaces=_SPACES["knn-map"], unread=_unread_source("knn_map")),
+    ModelSpec("linear-map", "hybrid", "Linear mapping (Gantner et al. 2010)", True,
+              _mapping("LinearMapping", "linear_map"), "armor.models.cold_mapping:LinearMapping",
+              {"linear_map": _config("armor.models.hybrid_configs", "LinearMapConfig"),
+               "als": _config("armor.models.als", "ALSConfig"), "lightgcn": LightGCNConfig},
+              spaces=_SPACES["linear-map"], unread=_unread_source("linear_map")),
     ModelSpec("popularity", "reference", "Popularity", False, _popularity, "armor.models.baselines:Popularity"),
     ModelSpec("random", "reference", "Random", False, _random, "armor.models.baselines:RandomRanker",
               {"train": TrainConfig}),

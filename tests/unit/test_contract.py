@@ -30,7 +30,9 @@ from armor.eval.protocol import evaluate
 from armor.models.base import EmbeddingRecommender, TrainableRecommender, load_recommender
 from armor.models.baselines import RandomRanker
 from armor.models.content import FeatureModel
+from armor.models.freedom import FREEDOMConfig
 from armor.models.registry import MODELS, ModelSettings, build_model, model_class, names
+from armor.models.vbpr import VBPRConfig
 from armor.training.trainer import fit as fit_model
 from tests.threads import one_thread  # noqa: F401 - autouse for this module
 from tests.workspaces import make_workspace
@@ -71,7 +73,9 @@ def settings():
                             bpr=BPRConfig(factors=16, iterations=60),
                             lightgcn=LightGCNConfig(dim=16, layers=2, epochs=30, batch_size=1024, patience=3),
                             armor_graph=ArmorGraphConfig(dim=16, fusion_dim=16, heads=2, knn_k=4, reduce_dim=16,
-                                                         batch_size=1024, lr=1e-2, epochs=30, patience=3))
+                                                         batch_size=1024, lr=1e-2, epochs=30, patience=3),
+                            vbpr=VBPRConfig(dim=16, content_dim=16, batch_size=1024, lr=1e-2, epochs=30, patience=3),
+                            freedom=FREEDOMConfig(dim=16, knn_k=4, batch_size=1024, lr=1e-2, epochs=30, patience=3))
 
 
 def build(name, settings, bench):

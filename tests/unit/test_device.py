@@ -40,10 +40,13 @@ from armor.models import graph_ops
 from armor.models.als import ALS, ALSConfig
 from armor.models.base import TrainableRecommender
 from armor.models.bpr import BPR
+from armor.models.cold_mapping import KNNMapping, LinearMapping
 from armor.models.content import _EncoderModel
+from armor.models.freedom import FREEDOM, FREEDOMConfig
 from armor.models.graph_hybrid import GraphHybrid
 from armor.models.lightgcn import LightGCN
 from armor.models.registry import MODELS, ModelSettings, build_model, model_class
+from armor.models.vbpr import VBPR, VBPRConfig
 from armor.training import triplets
 from armor.training.losses import pair_loss
 from armor.training.trainer import Streams
@@ -69,7 +72,8 @@ def settings(**train) -> ModelSettings:
                             lightgcn=LightGCNConfig(dim=8, layers=2, batch_size=64),
                             bpr=BPRConfig(factors=8, iterations=2), als=ALSConfig(factors=8, iterations=2),
                             armor_graph=ArmorGraphConfig(dim=8, fusion_dim=8, heads=2, knn_k=3, reduce_dim=8,
-                                                         batch_size=64))
+                                                         batch_size=64),
+                            vbpr=VBPRConfig(dim=8, batch_size=64), freedom=FREEDOMConfig(dim=8, knn_k=3, batch_size=64))
 
 
 def build(name: str, bench: Benchmark, device: str = "cuda", **train) -> TrainableRecommender:
@@ -203,8 +207,86 @@ def drive_implicit(name: str, bench: Benchmark, monkeypatch) -> None:
     np.testing.assert_array_equal(scores, expected)
 
 
+def drive_vbpr(name: str, bench: Benchmark, monkeypatch) -> None:
+    """VBPR: its factors, projection and content matrix on the device, the batch's BPR loss (unique-item
+    projection, gathers, both L2 terms) there, the whole step there, the final vectors there."""
+    with fake_cuda():
+        model = build(name, bench)
+        streams = Streams(0)
+        model.begin(bench.data.train, streams)
+        assert on_cuda(*model._params.parameters(), model._content, model._has_id)
+        assert on_cuda(model._loss(*next(model._batches(streams.numpy))))
+        users, items = model._final_tensors()
+        assert on_cuda(users, items) and tuple(items.shape) == (bench.data.n_items, 8 + 64 + 1)
+
+    model = build(name, bench, device="meta")
+    streams = Streams(0)
+    model.begin(bench.data.train, streams)
+    loss = model._loss(*next(model._batches(streams.numpy)))
+    loss.backward()
+    model._optimizer.step()
+    state = [v for s in model._optimizer.state.values() for k, v in s.items() if k != "step"]
+    assert on_meta(loss, *model._params.parameters(), *state)
+
+
+def drive_freedom(name: str, bench: Benchmark, monkeypatch) -> None:
+    """FREEDOM: the full and the epoch's pruned user-item graphs and the frozen item graph assembled on
+    the device, the features and projections there, the BPR and alignment losses there, the whole step
+    there, the final vectors there."""
+    assembled = dense_csr_stand_in(monkeypatch)
+    with fake_cuda():
+        model = build(name, bench)
+        streams = Streams(0)
+        model.begin(bench.data.train, streams)
+        assert on_cuda(*model._params.parameters(), model._full_adjacency, *model._item_graph,
+                       *model._modalities.values())
+        adjacency = model._pruned_adjacency(streams.numpy)
+        assert on_cuda(adjacency, *model._loss(adjacency, *next(model._batches(streams.numpy))))
+        users, items = model._final_tensors()
+        assert on_cuda(users, items) and tuple(items.shape) == (bench.data.n_items, 8)
+
+    model = build(name, bench, device="meta")
+    streams = Streams(0)
+    model.begin(bench.data.train, streams)
+    adjacency = model._pruned_adjacency(streams.numpy)
+    loss = model._loss(adjacency, *next(model._batches(streams.numpy)))[0]
+    loss.backward()
+    model._optimizer.step()
+    state = [v for s in model._optimizer.state.values() for k, v in s.items() if k != "step"]
+    assert on_meta(loss, *model._params.parameters(), *state)
+    assert {device for device, _ in assembled} == {"cuda", "meta"}
+
+
+def drive_mapping(name: str, bench: Benchmark, monkeypatch) -> None:
+    """The cold-start mappings: with ALS (the default source) training is implicit's and scoring host
+    numpy; with LightGCN its step runs on the device as LightGCN's own does. The mapping itself is host
+    numpy over the source's host copies (checked by scoring inside the fake mode)."""
+    drive_implicit(name, bench, monkeypatch)
+    section = next(s for s in MODELS[name].configs if s.endswith("_map"))
+    with_lightgcn = settings().replace(section, source="lightgcn")
+    assembled = dense_csr_stand_in(monkeypatch)
+    with fake_cuda():
+        model = build_model(name, with_lightgcn, bench.features, bench.present, device="cuda")
+        streams = Streams(0)
+        model.begin(bench.data.train, streams)
+        source = model._source
+        assert isinstance(source, LightGCN) and on_cuda(source._embeddings, source._adjacency)
+        assert on_cuda(source._loss(*next(source._batches(streams.numpy))))
+
+    model = build_model(name, with_lightgcn, bench.features, bench.present, device="meta")
+    streams = Streams(0)
+    model.begin(bench.data.train, streams)
+    source = model._source
+    loss = source._step(*next(source._batches(streams.numpy)))
+    state = [v for s in source._optimizer.state.values() for k, v in s.items() if k != "step"]
+    assert on_meta(loss, source._embeddings, source._embeddings.grad, *state)
+    assert {device for device, _ in assembled} == {"cuda", "meta"}
+
+
 DRIVERS: dict[type, Callable[..., None]] = {_EncoderModel: drive_pair_model, LightGCN: drive_lightgcn,
-                                            GraphHybrid: drive_graph_hybrid, BPR: drive_implicit, ALS: drive_implicit}
+                                            GraphHybrid: drive_graph_hybrid, BPR: drive_implicit, ALS: drive_implicit,
+                                            VBPR: drive_vbpr, FREEDOM: drive_freedom, KNNMapping: drive_mapping,
+                                            LinearMapping: drive_mapping}
 
 
 def driver(name: str) -> Callable[..., None]:
