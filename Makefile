@@ -38,7 +38,7 @@ benchmark: $(STAMP)  ## every model with equal tuning budgets and 3 seeds, both 
 	  --parallel 2 --workers 1 --content-epochs 40 --title "ARMoR benchmark"
 
 test: lint  ## lint, then run the whole test suite (slow tests included)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 lint: $(STAMP)  ## ruff over the library, pipelines, tests and benchmarks
 	$(VENV)/bin/ruff check armor pipelines tests benchmarks

@@ -63,7 +63,7 @@ def test_a_sweep_resumed_in_a_copied_workspace_runs_there(tmp_path):
     from pipelines.tune import main as tune_main
 
     original = make_workspace(tmp_path / "original")
-    sweep = ["--samples", "2", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "64", "--out-dims", "8",
+    sweep = ["--samples", "1", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "64", "--out-dims", "8",
              "--dim", "16", "--grace-period", "1", "--max-concurrent", "1"]
     assert tune_main(["--workspace", str(original), *sweep, "--no-retrain"]) == 0
     before = fingerprint(original)
