@@ -209,6 +209,14 @@ class ItemIndex:
             raise UnknownMovieError(ids[~known], what)
         return self._sorted_pos[at]
 
+    def unknown(self, movie_ids: Iterable[int]) -> list[int]:
+        """The ids of ``movie_ids`` that are not in the catalogue, in their order."""
+        ids = np.fromiter((int(m) for m in movie_ids), dtype=np.int64)
+        if ids.size == 0:
+            return []
+        at = np.minimum(np.searchsorted(self._sorted_ids, ids), len(self) - 1)
+        return ids[self._sorted_ids[at] != ids].tolist()
+
     def _known_positions(self, movie_ids: Iterable[int]) -> np.ndarray:
         ids = np.fromiter((int(m) for m in movie_ids), dtype=np.int64)
         if ids.size == 0:

@@ -8,8 +8,13 @@ The pyfunc's request and answer (also what ``mlflow models predict`` reads and w
   (param ``k``), default 10; ``exclude_history`` param (default true) drops the history's own
   movies from its answer (the query movie is always dropped from its own answer).
 - output: a long DataFrame, one row per recommendation: ``query`` (0-based position of the
-  request row), ``rank`` (1-based), ``movie_id``, ``score`` (cosine), and ``title`` when the
-  model was logged with the movies table. Long rather than one row of lists per request because
+  request row), ``rank`` (1-based), ``movie_id``, ``score`` (cosine), ``title`` when the
+  model was logged with the movies table, ``skipped`` (the request's history ids outside the
+  catalogue, left out: "37,99", or "") and ``error`` (""). Each row is answered on its own: a
+  row that cannot be answered (both or neither of history and movie_id, a malformed id or k, an
+  empty history, no known id, an unknown query movie) gets one line, rank 0 and movie_id -1,
+  whose ``error`` says why, and the other rows are answered; one unknown id never fails a batch.
+  Long rather than one row of lists per request because
   CSV and JSON carry it without nested types and ``mlflow models predict`` writes it as plain
   records. A request never gets more answers than the catalogue has candidates.
 
@@ -20,7 +25,9 @@ runs it inside :func:`armor.tracking.runs.using_tracking_uri` (one at a time, no
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +42,7 @@ from armor.retrieval.index import ItemIndex, RetrievalError
 from armor.tracking.runs import using_tracking_uri
 
 DEFAULT_K = 10
+log = logging.getLogger("armor.serving")
 
 
 class RequestError(RetrievalError):
@@ -80,58 +88,89 @@ def _positive_int(value: Any, what: str) -> int:
     return int(number)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Query:
+    row: int
+    kind: str  # "history" | "movie_id"
+    k: int
+    ids: list[int]
+    skipped: list[int]  # a history's movie ids outside the catalogue, left out of its user vector
+
+
+def _parse_row(index: ItemIndex, row: int, record: Mapping[str, Any], default_k: int) -> _Query:
+    """One request row, checked; RequestError names the row and what is wrong with it."""
+    history, movie = record.get("history"), record.get("movie_id")
+    has_history, has_movie = not _missing(history), not _missing(movie)
+    if has_history == has_movie:
+        raise RequestError(f"row {row}: give exactly one of 'history' (a user's movies) and 'movie_id' "
+                           f"(a query movie); got history={history!r}, movie_id={movie!r}")
+    row_k = default_k if _missing(record.get("k")) else _positive_int(record["k"], f"row {row}: k")
+    if has_movie:
+        ids = _row_ints(movie, row, "movie_id")
+        if len(ids) != 1:
+            raise RequestError(f"row {row}: movie_id {movie!r}: give one movie id per row")
+        if index.unknown(ids):
+            raise RequestError(f"row {row}: movie_id {ids[0]} is not in the index's catalogue")
+        return _Query(row, "movie_id", row_k, ids, [])
+    ids = _row_ints(history, row, "history")
+    if not ids:
+        raise RequestError(f"row {row}: history is empty; give at least one movie id")
+    unknown = index.unknown(ids)
+    known = [m for m in ids if m not in set(unknown)]
+    if not known:
+        raise RequestError(f"row {row}: none of the history's movie ids is in the index's catalogue: "
+                           f"{', '.join(map(str, unknown[:20]))}")
+    return _Query(row, "history", row_k, known, unknown)
+
+
 def answer_requests(index: ItemIndex, requests: pd.DataFrame, k: int = DEFAULT_K, exclude_history: bool = True,
                     titles: Mapping[int, str] | None = None) -> pd.DataFrame:
-    """The pyfunc's answer (see the module docstring) to a DataFrame of requests."""
+    """The pyfunc's answer (see the module docstring) to a DataFrame of requests, each row on its own:
+    a row that cannot be answered gets one line with its ``error`` (rank 0, movie_id -1), a history's
+    unknown movie ids are left out and named in ``skipped``, and the other rows are answered as usual.
+    What applies to every row (no request column, a bad ``k`` param) raises RequestError."""
     if not isinstance(requests, pd.DataFrame):
         requests = pd.DataFrame(requests)
     if "history" not in requests.columns and "movie_id" not in requests.columns:
         raise RequestError(f"requests need a 'history' or a 'movie_id' column; got columns {list(requests.columns)}")
     default_k = _positive_int(k, "param k")
-    histories: dict[int, tuple[int, list[int]]] = {}
-    movies: dict[int, tuple[int, int]] = {}
+    queries: list[_Query] = []
+    failed: dict[int, str] = {}
     for row, record in enumerate(requests.to_dict("records")):
-        history, movie = record.get("history"), record.get("movie_id")
-        has_history, has_movie = not _missing(history), not _missing(movie)
-        if has_history == has_movie:
-            raise RequestError(f"row {row}: give exactly one of 'history' (a user's movies) and 'movie_id' "
-                               f"(a query movie); got history={history!r}, movie_id={movie!r}")
-        row_k = default_k if _missing(record.get("k")) else _positive_int(record["k"], f"row {row}: k")
-        if has_history:
-            ids = _row_ints(history, row, "history")
-            if not ids:
-                raise RequestError(f"row {row}: history is empty; give at least one movie id")
-            histories[row] = (row_k, ids)
-        else:
-            ids = _row_ints(movie, row, "movie_id")
-            if len(ids) != 1:
-                raise RequestError(f"row {row}: movie_id {movie!r}: give one movie id per row")
-            movies[row] = (row_k, ids[0])
-
-    parts = []
-    for kind, requests_of_kind in (("history", histories), ("movie_id", movies)):
-        for row_k in sorted({kk for kk, _ in requests_of_kind.values()}):
-            rows = [r for r, (kk, _) in requests_of_kind.items() if kk == row_k]
-            queries = [requests_of_kind[r][1] for r in rows]
-            try:
-                if kind == "history":
-                    ids, scores = index.recommend_many(queries, row_k, exclude_history)
-                else:
-                    ids, scores = index.similar(queries, row_k)
-            except RetrievalError as exc:
-                raise RequestError(f"rows {rows[:10]}{'...' if len(rows) > 10 else ''}: {exc}") from exc
-            for row, row_ids, row_scores in zip(rows, ids, scores):
+        try:
+            queries.append(_parse_row(index, row, record, default_k))
+        except RequestError as exc:
+            failed[row] = str(exc)
+    parts = [_error_rows(row, message) for row, message in failed.items()]
+    for kind in ("history", "movie_id"):
+        for row_k in sorted({q.k for q in queries if q.kind == kind}):
+            group = [q for q in queries if q.kind == kind and q.k == row_k]
+            if kind == "history":
+                ids, scores = index.recommend_many([q.ids for q in group], row_k, exclude_history)
+            else:
+                ids, scores = index.similar([q.ids[0] for q in group], row_k)
+            for query, row_ids, row_scores in zip(group, ids, scores):
                 keep = row_ids >= 0
                 n = int(keep.sum())
-                parts.append(pd.DataFrame({"query": np.full(n, row, np.int64), "rank": np.arange(1, n + 1),
+                parts.append(pd.DataFrame({"query": np.full(n, query.row, np.int64), "rank": np.arange(1, n + 1),
                                            "movie_id": row_ids[keep].astype(np.int64),
-                                           "score": row_scores[keep].astype(np.float64)}))
-    columns = ["query", "rank", "movie_id", "score"]
+                                           "score": row_scores[keep].astype(np.float64),
+                                           "skipped": ",".join(map(str, query.skipped)), "error": ""}))
     out = (pd.concat(parts, ignore_index=True).sort_values(["query", "rank"], kind="stable").reset_index(drop=True)
-           if parts else pd.DataFrame({c: pd.Series(dtype="int64" if c != "score" else "float64") for c in columns}))
+           if parts else pd.DataFrame({c: pd.Series(dtype=t) for c, t in OUTPUT_COLUMNS.items()}))
+    out = out[list(OUTPUT_COLUMNS)].astype(OUTPUT_COLUMNS)
     if titles is not None:
-        out["title"] = [titles.get(int(m), "") for m in out["movie_id"]]
+        out.insert(4, "title", [titles.get(int(m), "") for m in out["movie_id"]])
     return out
+
+
+OUTPUT_COLUMNS = {"query": "int64", "rank": "int64", "movie_id": "int64", "score": "float64", "skipped": "object",
+                  "error": "object"}
+
+
+def _error_rows(row: int, message: str) -> pd.DataFrame:
+    return pd.DataFrame({"query": [row], "rank": [0], "movie_id": [-1], "score": [math.nan], "skipped": [""],
+                         "error": [message]})
 
 
 class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
@@ -175,6 +214,7 @@ def model_signature(with_titles: bool = False) -> ModelSignature:
                ColSpec("double", "score")]
     if with_titles:
         outputs.append(ColSpec("string", "title"))
+    outputs += [ColSpec("string", "skipped"), ColSpec("string", "error")]
     params = ParamSchema([ParamSpec("k", "long", DEFAULT_K), ParamSpec("exclude_history", "boolean", True)])
     return ModelSignature(inputs=inputs, outputs=Schema(outputs), params=params)
 
@@ -203,9 +243,15 @@ def recommend_from_registry(model_uri: str, history: Sequence[int] | str, k: int
                             uri: str | None = None) -> pd.DataFrame:
     """Top-``k`` for one history from a registered model: a DataFrame rank, movie_id, score (, title).
 
-    The alias is resolved at each call, so a moved ``champion`` answers the next request.
+    The alias is resolved at each call, so a moved ``champion`` answers the next request. A history
+    nothing of which can be answered raises RequestError; unknown ids are left out with a warning.
     """
     model = load_registered_model(model_uri, uri)
     history = history if isinstance(history, str) else [int(m) for m in history]
     answer = model.predict(pd.DataFrame({"history": [history]}), params={"k": int(k)})
-    return answer.drop(columns=["query"]).reset_index(drop=True)
+    if answer["error"].astype(bool).any():
+        raise RequestError(answer["error"].iloc[0])
+    skipped = answer["skipped"].iloc[0] if len(answer) else ""
+    if skipped:
+        log.warning("history: movie id(s) %s are not in the model's catalogue; answered without them", skipped)
+    return answer.drop(columns=["query", "skipped", "error"]).reset_index(drop=True)

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -214,7 +215,7 @@ def check_champion_answers(index: ItemIndex, uri: str) -> None:
     requests = pd.DataFrame({"history": [HISTORIES[0], "700, 1400", HISTORIES[2], HISTORIES[3], None],
                              "movie_id": [None, None, None, None, 70], "k": [5, None, 3, None, 4]})
     answer = champion.predict(requests, params={"k": 8})
-    assert list(answer.columns) == ["query", "rank", "movie_id", "score"]
+    assert list(answer.columns) == ["query", "rank", "movie_id", "score", "skipped", "error"]
     for row, (history, k) in enumerate(zip(HISTORIES, [5, 8, 3, 8])):
         ids, scores = index.recommend(history, k)
         got = answer[answer["query"] == row]
@@ -227,8 +228,13 @@ def check_champion_answers(index: ItemIndex, uri: str) -> None:
     top = recommend_from_registry(f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}", HISTORIES[0], k=6, uri=uri)
     assert top["movie_id"].tolist() == index.recommend(HISTORIES[0], 6)[0].tolist()
     assert list(top.columns) == ["rank", "movie_id", "score"]
-    with pytest.raises(Exception, match="not in the index's catalogue: 8"):
-        champion.predict(pd.DataFrame({"history": [[7, 8]]}))
+    # One unknown id (8) is left out and named; it fails neither its row nor the batch.
+    mixed = champion.predict(pd.DataFrame({"history": [[7, 8], HISTORIES[0], [8]]}), params={"k": 3})
+    assert mixed[mixed["query"] == 0]["movie_id"].tolist() == index.recommend([7], 3)[0].tolist()
+    assert set(mixed[mixed["query"] == 0]["skipped"]) == {"8"}
+    assert mixed[mixed["query"] == 1]["movie_id"].tolist() == index.recommend(HISTORIES[0], 3)[0].tolist()
+    assert mixed[mixed["query"] == 2]["error"].tolist() == [
+        "row 2: none of the history's movie ids is in the index's catalogue: 8"]
 
 
 def check_champion_from_the_command_line(index: ItemIndex, uri: str, tmp_path: Path) -> None:
@@ -260,15 +266,24 @@ def test_pyfunc_requests_are_checked_row_by_row():
     ok = answer_requests(index, pd.DataFrame({"history": ["[3, 5]", np.array([8])]}), k=2)
     assert ok["query"].tolist() == [0, 0, 1, 1]
     assert ok["movie_id"].tolist()[:2] == index.recommend([3, 5], 2)[0].tolist()
-    cases = [
-        (pd.DataFrame({"history": [[3], [5]], "movie_id": [None, 8]}), "row 1: give exactly one"),
-        (pd.DataFrame({"history": ["3,x"]}), r"row 0: history '3,x': 'x' is not a movie id"),
-        (pd.DataFrame({"history": [[3.5]]}), "3.5 is not a movie id"),
-        (pd.DataFrame({"movie_id": [3], "k": [0]}), r"row 0: k: 0 is not a positive integer"),
-        (pd.DataFrame({"history": [[3, 99]]}), r"rows \[0\]: .*not in the index's catalogue: 99"),
-        (pd.DataFrame({"title": ["Heat"]}), "need a 'history' or a 'movie_id' column"),
+    rows = [
+        (pd.DataFrame({"history": [[3], [5]], "movie_id": [None, 8]}), 1, "row 1: give exactly one"),
+        (pd.DataFrame({"history": ["3,x"]}), 0, r"row 0: history '3,x': 'x' is not a movie id"),
+        (pd.DataFrame({"history": [[3.5]]}), 0, "3.5 is not a movie id"),
+        (pd.DataFrame({"movie_id": [3], "k": [0]}), 0, r"row 0: k: 0 is not a positive integer"),
+        (pd.DataFrame({"movie_id": [3, 99]}), 1, r"row 1: movie_id 99 is not in the index's catalogue"),
+        (pd.DataFrame({"history": [[5], []]}), 1, "row 1: history is empty"),
     ]
-    for frame, message in cases:
+    for frame, bad, message in rows:  # the bad row says why; every other row is answered
+        answer = answer_requests(index, frame)
+        errors = answer[answer["error"] != ""]
+        assert errors["query"].tolist() == [bad] and errors["movie_id"].tolist() == [-1]
+        assert re.search(message, errors["error"].iloc[0]), errors["error"].iloc[0]
+        assert set(answer[answer["error"] == ""]["query"]) == set(range(len(frame))) - {bad}
+    partial = answer_requests(index, pd.DataFrame({"history": [[3, 99, 5, 77]]}), k=2)
+    assert partial["movie_id"].tolist() == index.recommend([3, 5], 2)[0].tolist()
+    assert set(partial["skipped"]) == {"99,77"} and set(partial["error"]) == {""}
+    for frame, message in ((pd.DataFrame({"title": ["Heat"]}), "need a 'history' or a 'movie_id' column"),):
         with pytest.raises(RequestError, match=message):
             answer_requests(index, frame)
     # Asking for more than the catalogue holds returns what there is, never a padding id.
