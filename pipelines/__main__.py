@@ -21,6 +21,7 @@ STAGES = {
     "tune": ("pipelines.tune", "sweep margin, dimension, learning rate and variant with Ray Tune (ASHA)"),
     "register": ("pipelines.register", "register a trained model in MLflow; promote it if it beats the champion"),
     "recommend": ("pipelines.recommend", "answer a history from a registered model (models:/...@champion)"),
+    "serve": ("pipelines.serve", "serve the registry's champion over HTTP on Ray Serve, following the alias"),
     "evaluate": ("pipelines.evaluate", "evaluate a baseline or a saved model under full ranking"),
     "report": ("pipelines.report", "Table 1, figures, cold start and diversity: test scored once per model"),
     "demo": ("pipelines.demo", "run the whole pipeline end to end on the embedded ML-100K"),

@@ -86,7 +86,7 @@ def recommend(model_uri: str, history: Sequence[int] | str | None = None, k: int
     import pandas as pd
 
     from armor.errors import ConfigError
-    from armor.tracking.serving import load_registered_model
+    from armor.tracking.serving import load_registered_model, single_answer
 
     if (history is None) == (similar_to is None):
         raise ConfigError("recommend: give exactly one of a history or a movie to be similar to")
@@ -95,7 +95,7 @@ def recommend(model_uri: str, history: Sequence[int] | str | None = None, k: int
         request = pd.DataFrame({"history": [history if isinstance(history, str) else [int(m) for m in history]]})
     else:
         request = pd.DataFrame({"movie_id": [similar_to]})
-    return model.predict(request, params={"k": int(k)}).drop(columns=["query"]).reset_index(drop=True)
+    return single_answer(model.predict(request, params={"k": int(k)}))
 
 
 def run_recommend(args: argparse.Namespace) -> int:

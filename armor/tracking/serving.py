@@ -249,6 +249,12 @@ def recommend_from_registry(model_uri: str, history: Sequence[int] | str, k: int
     model = load_registered_model(model_uri, uri)
     history = history if isinstance(history, str) else [int(m) for m in history]
     answer = model.predict(pd.DataFrame({"history": [history]}), params={"k": int(k)})
+    return single_answer(answer)
+
+
+def single_answer(answer: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc's answer to one request as rank, movie_id, score (, title): its error raised as
+    RequestError, its skipped history ids logged as a warning."""
     if answer["error"].astype(bool).any():
         raise RequestError(answer["error"].iloc[0])
     skipped = answer["skipped"].iloc[0] if len(answer) else ""
