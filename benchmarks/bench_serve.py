@@ -140,7 +140,10 @@ def start_servers(uri: str, replicas: int) -> tuple[str, str, subprocess.Popen]:
 
     from pipelines.serve import start
 
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # MLflow runs `uvicorn` by name: the interpreter's bin directory must be on PATH (it is not when a
+    # virtual environment's python is run without activating it).
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     mlflow_port = free_port()
     mlflow_server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/armor-item-embeddings@champion",

@@ -124,3 +124,13 @@ def test_bench_scale_quick_reports_every_step_and_its_growth(tmp_path):
                 assert float(growth) >= 0 and float(growth_cpu) >= 0, match.group(0)
     assert re.search(r"^\[(met|NOT met)\] linear steps grow no faster than the data", out, re.MULTILINE), out
     assert re.search(r"^total \d+ s", out, re.MULTILINE), out
+
+
+def test_bench_serve_quick_drives_both_servers_without_errors():
+    out = run_quick("bench_serve.py")
+    for server in ("Ray Serve", "MLflow server"):
+        for phase in ("closed, concurrency 1", "closed, concurrency 8", "open, 200 req/s"):
+            row = re.search(rf"\| {server} \| {phase} \| (\d+) \| [\d.]+ \| [\d.]+ \| [\d.]+ \| (\d+) \|", out)
+            assert row and int(row.group(1)) > 0 and row.group(2) == "0", (server, phase, out[-2000:])
+    assert re.search(r"in-process ceiling .*: \d+ queries/s", out)
+    assert re.search(r"ratio Ray Serve / MLflow server at closed, concurrency 8: throughput [\d.]+", out)
