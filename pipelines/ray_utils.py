@@ -22,11 +22,14 @@ results, and our workers' log lines, not Ray's start-up messages. What that chan
   (Ray attributes those to the caller's line, and a deprecated ``DataContext`` field we set warns
   outside that one build).
 
-Not silenced: the "constructor arguments in the object store" notice the driver's own C++ core
-worker prints when a Ray Data actor pool starts (once per pool). Its knobs cost more than the line:
-``RAY_BACKEND_LOG_LEVEL=fatal`` makes every Ray process print "Set ray log level from environment
-variable" instead and drops C++ errors from the session logs; ``max_restarts=0`` gives up restarting
-scrape and encode actors on a lost node.
+- the same notice printed by the driver's own C++ core worker when a Ray Data actor pool starts
+  (an error-level line, harmless here: the pool's arguments stay referenced for the job's life)
+  is written straight to file descriptor 2, past Python: while a quiet session runs, fd 2 goes
+  through a pipe whose reader drops the lines ``RAY_NOISE`` matches and passes everything else on
+  at once (a line that starts like Ray's C++ log, ``[``, is held until it ends). Ray's own knobs
+  cost more: ``RAY_BACKEND_LOG_LEVEL=fatal`` makes every Ray process print "Set ray log level from
+  environment variable" instead and drops C++ errors from the session logs; ``max_restarts=0``
+  gives up restarting scrape and encode actors on a lost node.
 
 A library caller that never calls ``show_ray_logs`` sees Ray exactly as Ray prints itself.
 """
@@ -38,6 +41,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -88,9 +92,54 @@ def ray_session(num_cpus: int | None = None) -> Iterator[None]:
         _ignore_ray_deprecations()
     log.info("ray: %s", ray.cluster_resources())
     try:
-        yield
+        # After ray.init: the processes it started keep the real fd 2, only this driver's goes through the filter.
+        with filtered_native_stderr() if quiet else contextlib.nullcontext():
+            yield
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def filtered_native_stderr(noise: re.Pattern[str] = RAY_NOISE) -> Iterator[None]:
+    """Within the block, this process's file descriptor 2 (what C++ code writes to) passes through a
+    pipe that drops whole lines matching ``noise``; anything else is passed on as it arrives."""
+    try:
+        sys.stderr.flush()
+        original = os.dup(2)
+        read_end, write_end = os.pipe()
+    except (OSError, ValueError):  # no usable fd 2: nothing to filter
+        yield
+        return
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    pump = threading.Thread(target=_pump, args=(read_end, original, noise), name="armor-stderr-filter", daemon=True)
+    pump.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # the pipe's last writer closes: the pump reads EOF, flushes and ends
+        pump.join(timeout=5)
+        if not pump.is_alive():
+            os.close(original)
+
+
+def _pump(read_end: int, out: int, noise: re.Pattern[str]) -> None:
+    held = b""  # a line that starts like Ray's C++ log ("[2026-...") waits for its end
+    with open(read_end, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(65536):
+            data, held = held + chunk, b""
+            lines = data.split(b"\n")
+            last = lines.pop()
+            for line in lines:
+                if not noise.search(line.decode(errors="replace")):
+                    os.write(out, line + b"\n")
+            if last.startswith(b"["):
+                held = last
+            elif last:
+                os.write(out, last)
+    if held and not noise.search(held.decode(errors="replace")):
+        os.write(out, held)
 
 
 def _drop_forwarded_noise() -> None:

@@ -6,6 +6,7 @@ whole stage's output.
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -130,3 +131,32 @@ def test_the_private_ray_printer_we_wrap_is_still_what_ray_calls():
     assert list(inspect.signature(printer).parameters)[:2] == ["data", "ignore_prefix"]
     for caller in (worker.connect, worker.listen_error_messages):  # looked up by name when they run
         assert "print_to_stdstream" in inspect.unwrap(caller).__code__.co_names, caller.__name__
+
+
+ACTOR_POOL_JOB = r"""
+import sys
+from pipelines.ray_utils import quiet_ray_data, ray_session, show_ray_logs
+show_ray_logs(sys.argv[1] == "shown")
+with ray_session(num_cpus=2):
+    import ray
+    quiet_ray_data()
+
+    class Double:
+        def __call__(self, batch):
+            return {"id": batch["id"] * 2}
+
+    print(sum(r["id"] for r in ray.data.range(8).map_batches(Double, concurrency=1, batch_size=4).take_all()))
+"""
+
+
+@pytest.mark.ray
+def test_the_drivers_own_cpp_notice_is_gone_when_quiet_and_shown_with_ray_logs():
+    runs = {mode: subprocess.run([sys.executable, "-c", ACTOR_POOL_JOB, mode], capture_output=True, text=True,
+                                 timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            for mode in ("quiet", "shown")}
+    for mode, done in runs.items():
+        assert done.returncode == 0 and done.stdout.strip().endswith("56"), (mode, done.stderr[-3000:])
+    notice = "has constructor arguments in the object store"
+    assert notice in runs["shown"].stderr  # Ray prints it: the quiet run's silence is the filter's doing
+    assert notice not in runs["quiet"].stderr
+    assert not re.search(r"^\[[^\]]* E \d+ \d+\]", runs["quiet"].stderr, re.MULTILINE), runs["quiet"].stderr
