@@ -85,7 +85,7 @@ async def drive(url: str, kind: str, ids: np.ndarray, seconds: float, concurrenc
     import aiohttp
 
     rng = np.random.default_rng(seed)
-    latencies, errors = [], 0
+    latencies, errors, events = [], 0, []  # events: (seconds since the start, answered)
     deadline = time.monotonic() + seconds
 
     async def one(session: aiohttp.ClientSession) -> None:
@@ -100,12 +100,14 @@ async def drive(url: str, kind: str, ids: np.ndarray, seconds: float, concurrenc
             ok = False
         latencies.append(time.perf_counter() - started) if ok else None
         errors += not ok
+        events.append((time.monotonic() - begun, ok))
 
     async def closed(session: aiohttp.ClientSession) -> None:
         while time.monotonic() < deadline:
             await one(session)
 
     timeout = aiohttp.ClientTimeout(total=30)
+    begun = time.monotonic()
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=256)) as session:
         started = time.monotonic()
         if concurrency:
@@ -120,7 +122,25 @@ async def drive(url: str, kind: str, ids: np.ndarray, seconds: float, concurrenc
         wall = time.monotonic() - started
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {"rps": len(latencies) / wall, "p50": np.percentile(ms, 50), "p95": np.percentile(ms, 95),
-            "p99": np.percentile(ms, 99), "errors": errors, "n": len(latencies)}
+            "p99": np.percentile(ms, 99), "errors": errors, "n": len(latencies), "events": events}
+
+
+async def replica_kill_trial(url: str, ids: np.ndarray, seconds: float, kill_at: float) -> dict:
+    """Closed-loop load at concurrency 8 while one Serve replica is killed ``kill_at`` seconds in:
+    the requests that failed in the 10 s after the kill, and after those 10 s."""
+    import ray
+
+    async def kill() -> None:
+        await asyncio.sleep(kill_at)
+        replicas = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                    if a["name"].startswith("SERVE_REPLICA::")]
+        ray.kill(ray.get_actor(replicas[0]["name"], namespace=replicas[0]["namespace"]), no_restart=True)
+
+    result, _ = await asyncio.gather(drive(url, "ray", ids, seconds, 8, None, 7), kill())
+    window = [ok for t, ok in result["events"] if kill_at <= t < kill_at + 10]
+    after = [ok for t, ok in result["events"] if t >= kill_at + 10]
+    return {"window": len(window), "window_failed": window.count(False), "after": len(after),
+            "after_failed": after.count(False)}
 
 
 def in_process_rate(ids: np.ndarray, seconds: float) -> float:
@@ -182,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             os.killpg(mlflow_server.pid, 15)
             mlflow_server.wait(timeout=30)
+            fault = None if args.quick else asyncio.run(replica_kill_trial(ray_url, ids, 30.0, 5.0))
             serve.shutdown()
             ray.shutdown()
         ceiling = in_process_rate(ids, seconds)
@@ -201,6 +222,13 @@ def main(argv: list[str] | None = None) -> None:
     if not args.quick:
         met = ray_top["rps"] >= 300 and ray_top["p99"] <= 100 and ray_top["errors"] == 0
         print(f"[{'met' if met else 'missed'}] Ray Serve at concurrency 32: >= 300 req/s, p99 <= 100 ms, no errors")
+    if fault is not None:
+        share = fault["window_failed"] / max(fault["window"], 1)
+        print(f"replica kill under load (concurrency 8, one of {args.replicas} replicas killed 5 s in): "
+              f"{fault['window_failed']} of {fault['window']} requests failed in the 10 s after the kill "
+              f"({share:.2%}); {fault['after_failed']} of {fault['after']} failed after those 10 s")
+        print(f"[{'met' if share <= 0.01 and fault['after_failed'] == 0 else 'missed'}] replica kill: <= 1 % "
+              "failed in the 10 s after it, none after")
     if any(r["errors"] for _, _, r in rows):
         raise SystemExit("bench_serve: some requests failed (see the errors column)")
 

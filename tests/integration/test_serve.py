@@ -1,12 +1,18 @@
-"""`armor serve` on Ray Serve: the champion over HTTP, bad input as 4xx, and the alias followed under load."""
+"""`armor serve` on Ray Serve: the champion over HTTP (the same top-K as `mlflow models serve`), bad input as
+4xx, and the alias followed under load."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +55,40 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
+def answer_of(url: str, movies: list[int], k: int) -> list[dict]:
+    status, answer = post(url, json.dumps({"history": movies, "k": k}).encode())
+    assert status == 200, answer
+    return answer["recommendations"]
+
+
+def mlflow_server_answers(uri: str, movies: list[int], k: int) -> list[int]:
+    """The top-k of `mlflow models serve` on the same champion, for the same history."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_DISABLE_TELEMETRY": "true",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m",
+                               "models:/armor-item-embeddings@champion", "--env-manager", "local", "-h", "127.0.0.1",
+                               "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "mlflow models serve did not start"
+                time.sleep(0.5)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", headers={"Content-Type": "application/json"},
+            data=json.dumps({"dataframe_records": [{"history": movies}], "params": {"k": k}}).encode())
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return [row["movie_id"] for row in json.loads(reply.read())["predictions"]]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_the_champion_is_served_bad_input_gets_4xx_and_a_moved_alias_drops_nothing(tmp_path):
@@ -78,6 +118,7 @@ def test_the_champion_is_served_bad_input_gets_4xx_and_a_moved_alias_drops_nothi
             status, answer = post(url, body)
             assert status == code and answer["error"], (body[:30], status, answer)
         assert post(url, json.dumps({"history": movies}).encode())[0] == 200  # the replica is alive
+        assert mlflow_server_answers(uri, movies, 5) == [r["movie_id"] for r in answer_of(url, movies, 5)]
 
         seen, errors, stop = set(), [], threading.Event()
 
