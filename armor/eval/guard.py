@@ -26,10 +26,12 @@ def check_model(model: Recommender, data: SplitData, directory: Path, split: str
     if (digest is not None and digest != catalogue_digest(data.item_ids)) or rows not in (None, data.n_items):
         raise DataError(f"model {directory.name} was trained on another catalogue than this split's "
                         f"({data.n_items} movies); retrain it on this split", path=directory)
-    trained_on = meta.get("split_digest")
-    if trained_on is None or trained_on == split_digest(data):
+    trained_on, origin = meta.get("split_digest"), meta.get("split")
+    # A model saved before splits had digests still names its split: a different name is another split.
+    same = trained_on == split_digest(data) if trained_on is not None else origin in (None, split)
+    if same:
         return None
-    origin = meta.get("split", "another split")
+    origin = origin or "another split"
     if not allow_other_split:
         raise DataError(f"model {directory.name} was trained on split {origin!r}, not on {split!r}: its training "
                         f"positives may be {split!r}'s held-out ones, so its scores here would be inflated. Train "

@@ -35,6 +35,20 @@ def test_a_model_of_another_split_is_refused_unless_asked_for(ws, capsys):
     assert "(trained on split 'random')" in capsys.readouterr().out
 
 
+def test_a_model_saved_before_split_digests_is_still_refused_on_another_split(ws, tmp_path, capsys):
+    import shutil
+
+    legacy = tmp_path / "ease"
+    shutil.copytree(ws / "models" / "random" / "ease", legacy)
+    meta = json.loads((legacy / "metrics.json").read_text())
+    del meta["split_digest"]  # as metrics.json was written before the digest
+    (legacy / "metrics.json").write_text(json.dumps(meta))
+    assert main(["evaluate", "--workspace", str(ws), "--split", "loo", "--model", str(legacy)]) == 2
+    assert "trained on split 'random', not on 'loo'" in capsys.readouterr().err
+    assert main(["evaluate", "--workspace", str(ws), "--split", "random", "--model", str(legacy),
+                 "--bootstrap", "0"]) == 0
+
+
 def test_evaluate_takes_the_directory_train_prints_and_never_overwrites(ws, capsys):
     own = ws / "models" / "loo" / "ease"
     tables = []
