@@ -33,7 +33,7 @@ demo: $(STAMP)  ## run the main job end to end on the embedded MovieLens-100K; w
 # The full benchmark: the demo's stages with equal budgets of BENCH_TRIALS validation trials per
 # trainable model, three training seeds, higher epoch caps and two models training at once.
 BENCH_TRIALS ?= 6
-benchmark: $(STAMP)  ## every model with equal tuning budgets and 3 seeds, both protocols and the cold start (~60 min); writes runs/benchmark/
+benchmark: $(STAMP)  ## every model with equal tuning budgets and 3 seeds, both protocols and the cold start (~85 min); writes runs/benchmark/
 	$(PY) -m pipelines demo --workspace runs/benchmark --trials $(BENCH_TRIALS) --seeds 0 1 2 --no-sweep \
 	  --parallel 2 --workers 1 --content-epochs 40 --title "ARMoR benchmark"
 
