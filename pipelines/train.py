@@ -71,6 +71,9 @@ class TrainJob:
     trials: int = setting(0, "search this many points of the model's search space on validation (0: train at "
                              "the given settings)")
     space: str = setting("default", "which of the model's registry search spaces --trials searches")
+    prune: bool = setting(True, "stop a search trial early when its best validation NDCG@10 so far is below the "
+                                "median of the earlier trials' at the same epoch (the median stopping rule, after "
+                                "the model's patience in validations and two finished trials)")
     seeds: tuple[int, ...] | None = setting(None, "refit the chosen settings once per seed (the first seed also "
                                                   "searches; default: --seed); seed S after the first is saved as "
                                                   "NAME.seedS")
@@ -365,12 +368,15 @@ def _search(job: TrainJob, bench: Benchmark) -> tuple[Recommender, TrainJob, dic
     seed = next((job.settings[section].seed for section in MODELS[job.model].configs
                  if hasattr(job.settings[section], "seed")), 0)
     points = search.sample_points(space, job.trials, seed)
-    chosen, model, table = selection.search(lambda point: build(_at(job, point), bench), points, bench.data)
+    prune = selection.MedianStopping() if job.prune else None
+    chosen, model, table = selection.search(lambda point: build(_at(job, point), bench), points, bench.data,
+                                            prune=prune)
     read = MODELS[job.model].read_settings(chosen)
-    log.info("%s search (%d trials): chose %s", job.model, job.trials, read)
+    pruned = sum("pruned_at" in row for row in table)
+    log.info("%s search (%d trials, %d stopped by the median rule): chose %s", job.model, job.trials, pruned, read)
     return model, _at(job, chosen), {"space_name": job.space, "space": search.describe_space(space),
-                                     "trials": job.trials, "table": table, "chosen": read,
-                                     "at_edge": search.at_edge(space, read)}
+                                     "trials": job.trials, "pruned": pruned, "prune": "median" if prune else None,
+                                     "table": table, "chosen": read, "at_edge": search.at_edge(space, read)}
 
 
 def _at(job: TrainJob, point: dict[str, Any]) -> TrainJob:
@@ -383,23 +389,6 @@ def run_name(job: TrainJob, workers: int) -> str:
     identity = {**dataclasses.asdict(job), "kill_rank_after_epoch": None, "kill_marker": None, "workers": workers}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{job.output.replace('/', '-')}-{digest}"
-
-
-def _grid_search(job: TrainJob, bench: Benchmark) -> tuple[Recommender, dict[str, Any]]:
-    """Validation-only grid search over the model's grid section, in this process."""
-    from armor.training.selection import grid_search
-
-    entry = MODELS[job.model]
-    grid = entry.grid(job.grid or "")
-    section = entry.grid_section
-    assert section is not None
-
-    def make(params: dict[str, Any]) -> Recommender:
-        return build(dataclasses.replace(job, settings=job.settings.replace(section, **params)), bench)
-
-    params, model, table = grid_search(make, grid, bench.data)
-    log.info("%s grid: chose %s", job.model, params)
-    return model, {"table": table, "chosen": params}
 
 
 def fit_on_ray(job: TrainJob, placement: Placement, *, storage: Path, name: str | None = None,

@@ -128,6 +128,7 @@ def budget_rows(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]
         # the patience window before the cap (after a longer plateau early stopping would have ended it).
         at_cap = bool(cap) and run >= cap and cap - best < (m.get("patience") or 1)
         rows.append({"name": name, "label": labels.get(name, name), "trials": search.get("trials", 0),
+                     "pruned": search.get("pruned", 0),
                      "chosen": search.get("chosen", {}), "at_edge": search.get("at_edge", []),
                      "best_epoch": best if cap else None, "epochs_run": run if cap else None,
                      "epoch_cap": cap, "at_cap": at_cap, "refit": m.get("refit"),
@@ -139,7 +140,7 @@ def budget_rows(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]
 
 def budget_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The tuning-budget table, with a flag on every value at the edge of its range and every run
-    that stopped at its epoch cap."""
+    that stopped at its epoch cap; "trials" counts those the median stopping rule ended early."""
     lines = ["| Model | trials | chosen on validation | validation N@10 | epochs (best / run / cap) | refit | seeds "
              "| training s (search + refit) | scoring s / 1,000 users |",
              "|---|---:|---|---:|---|---|---:|---:|---:|"]
@@ -155,7 +156,8 @@ def budget_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         flags += [f"- {row['label']}: {edge}: the optimum may lie outside the range." for edge in row["at_edge"]]
         refit = "-" if not row["refit"] else f"train+valid, {row['refit'].get('epochs') or 'one fit'}"
         valid = "-" if row["valid"] is None else f"{row['valid']:.4f}"
-        lines.append(f"| {row['label']} | {row['trials']} | {chosen} | {valid} | {epochs} | {refit} | {row['seeds']} "
+        trials = f"{row['trials']} ({row['pruned']} stopped early)" if row.get("pruned") else str(row["trials"])
+        lines.append(f"| {row['label']} | {trials} | {chosen} | {valid} | {epochs} | {refit} | {row['seeds']} "
                      f"| {_seconds(row['seconds'], row['select_seconds'])} | {_number(row['inference'], '.3g')} |")
     text = "\n".join(lines) + "\n"
     if flags:

@@ -111,6 +111,7 @@ class Trainer:
         with torch_threads(self.schedule.num_threads):
             model.begin(train, self.streams, rank=rank, world_size=world_size)
         self.epoch, self.best, self.best_epoch, self.stale = 0, -math.inf, 0, 0
+        self.stopped: str | None = None  # why a caller stopped the run early (a search pruning it)
         self.best_snapshot: Any = None
         self.history: list[dict[str, float]] = []
         self.shows_progress = progress and rank == 0  # every rank runs the same epochs: one reports them
@@ -122,7 +123,12 @@ class Trainer:
 
     @property
     def done(self) -> bool:
-        return self.epoch >= self.schedule.epochs or (self.validates and self.stale >= self.schedule.patience)
+        return (self.stopped is not None or self.epoch >= self.schedule.epochs
+                or (self.validates and self.stale >= self.schedule.patience))
+
+    def stop(self, reason: str) -> None:
+        """End the run after the current epoch, keeping its best epoch so far (``reason`` is logged)."""
+        self.stopped = reason
 
     def run_epoch(self) -> dict[str, float]:
         started = time.perf_counter()
@@ -178,8 +184,8 @@ class Trainer:
     def _close_progress(self) -> None:
         if self._progress is not None:
             early = self.validates and self.stale >= self.schedule.patience and self.epoch < self.schedule.epochs
-            self._progress.close(note=f"early stop: no better validation in {self.stale} evaluations"
-                                 if early else None)
+            note = f"early stop: no better validation in {self.stale} evaluations" if early else None
+            self._progress.close(note=self.stopped or note)
 
     def _validate(self) -> float:
         score = None
@@ -200,6 +206,8 @@ class Trainer:
             record = self.run_epoch()
             if on_epoch is not None:
                 on_epoch(record, self)
+                if self.stopped is not None:
+                    log.info("%s: stopped after epoch %d: %s", self.model.name, self.epoch, self.stopped)
         return self.finish()
 
     def finish(self) -> TrainableRecommender:
@@ -240,12 +248,14 @@ def _broadcast(value: float | None, world_size: int) -> float:
 
 def fit(model: Recommender, train: sp.csr_matrix, valid: sp.csr_matrix | None = None, *,
         data: SplitData | None = None, eval_config: EvalConfig | None = None,
-        epochs: int | None = None) -> Recommender:
+        epochs: int | None = None,
+        on_epoch: Callable[[dict[str, float], Trainer], None] | None = None) -> Recommender:
     """Fit any model: trainable ones through the ``Trainer`` (early-stopped on ``data``'s validation
     part, or on ``valid`` alone; or, with ``epochs``, for exactly that many epochs and no
-    validation), the others in one call. ``data.test`` is never read."""
+    validation; ``on_epoch`` as in ``Trainer.fit``), the others in one call. ``data.test`` is never
+    read."""
     if not isinstance(model, TrainableRecommender):
         return model.fit(train)
     if data is None and valid is not None:
         data = validation_data(sp.csr_matrix(train), sp.csr_matrix(valid))
-    return Trainer(model, train, data, eval_config, epochs=epochs).fit()
+    return Trainer(model, train, data, eval_config, epochs=epochs).fit(on_epoch)

@@ -238,6 +238,9 @@ def test_budget_table_gives_training_and_scoring_time():
     text = claims.budget_markdown(claims.budget_rows(meta, {"bpr": "BPR", "ease": "EASE"}, inference))
     assert "| BPR | 2 | factors=32 | 0.0500 | 3 / 5 / 10 | - | 1 | 12.5 (10.0 + 2.5) | 0.25 |" in text
     assert "| EASE | 0 | - | 0.0600 | - | - | 1 | 1.0 | - |" in text
+    meta["bpr"]["search"]["pruned"] = 1
+    text = claims.budget_markdown(claims.budget_rows(meta, {"bpr": "BPR", "ease": "EASE"}, inference))
+    assert "| BPR | 2 (1 stopped early) | factors=32 |" in text
 
 
 def test_seed_average_keeps_the_mean_scoring_time():
