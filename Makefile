@@ -36,7 +36,7 @@ demo: $(STAMP)  ## run the main job end to end on the embedded MovieLens-100K; w
 BENCH_TRIALS ?= 4
 benchmark: $(STAMP)  ## every model with equal tuning budgets and 3 seeds, both protocols and the cold start; writes runs/benchmark/
 	$(PY) -m pipelines demo --workspace runs/benchmark --trials $(BENCH_TRIALS) --seeds 0 1 2 --no-sweep \
-	  --parallel 2 --workers 1 --content-epochs 40 --bpr-iterations 1000 --ablations --title "ARMoR benchmark"
+	  --parallel 2 --content-epochs 40 --bpr-iterations 1000 --ablations --title "ARMoR benchmark"
 
 test: lint  ## lint, then run the whole test suite (slow tests included)
 	$(PY) -m pytest -q --durations=25

@@ -6,16 +6,16 @@ thumbnails on Ray Data; split the ratings over the multimodal catalogue under le
 random 80/10/10 and the item cold start; train every registered model on each protocol's split,
 each searched with the same number of validation trials of its registry search space (none in the
 demo: registry defaults), early-stopped on that split's validation part, then refit on train +
-validation once per seed (the fused model data-parallel on Ray Train on the 80/10/10 split); train
-the content models, ARMoR-Graph, the reference rows and a few interaction models on the cold-start
-split; a small Tune sweep; register models in MLflow and answer a history from the registry; write
-the report (definitions, funnels, Table 1 under both protocols with CIs and seed spreads, tuning
-budgets, both cold-start settings, figures) and name the best model per protocol by validation.
-`make benchmark` is this job with the full budget (a search of equal size for every model, three
-seeds, higher epoch caps, ARMoR-Graph's ablations); the demo's smaller budget keeps it within 15
-minutes, and its report says so. With --skip-scrape only the models that need no content run, on
-every movie. Rerunning resumes: movies already scraped or encoded are not redone, and every output
-is rewritten atomically.
+validation once per seed; train the content models, ARMoR-Graph, the reference rows and a few
+interaction models on the cold-start split; a small Tune sweep whose trials train data-parallel on
+Ray Train; register models in MLflow and answer a history from the registry; write the report
+(definitions, funnels, Table 1 under both protocols with CIs and seed spreads, tuning budgets,
+both cold-start settings, figures) and name the best model per protocol by validation. `make
+benchmark` is this job with the full budget (a search of equal size for every model, three seeds,
+higher epoch caps, ARMoR-Graph's ablations); the demo's smaller budget keeps it within 15 minutes,
+and its report says so. With --skip-scrape only the models that need no content run, on every
+movie. Rerunning resumes: movies already scraped or encoded are not redone, and every output is
+rewritten atomically.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from armor.config import setting
 from pipelines.cli import add_common, add_dataclass_arguments, dataclass_from_args, stage_main
-from pipelines.train import Placement, TrainJob, driver_logging
+from pipelines.train import TrainJob, driver_logging
 
 if TYPE_CHECKING:
     from armor.workspace import Workspace
@@ -55,7 +55,8 @@ class DemoJob:
     skip_scrape: bool = setting(False, "baselines only; no TMDB enrichment or encoding")
     image_backbone: Literal["efficientnet-lite0", "resnet50"] = setting(
         "efficientnet-lite0", "resnet50 (the paper's) needs its ImageNet weights in torchvision's cache")
-    workers: int = setting(2, "Ray Train workers for the fused model on the 80/10/10 split (1: train it like the rest)")
+    workers: int = setting(2, "Ray Train workers of each trial of the Tune sweep: data-parallel training with "
+                              "global-batch negative mining (1: in-process trials)")
     trials: int = setting(0, "validation trials of its search space per trainable model, the same for every one "
                              "(0: no search; every model at its registry defaults, early-stopped on validation)")
     seeds: tuple[int, ...] = setting((0,), "training seeds: the chosen settings are refit once per seed (with one "
@@ -101,7 +102,7 @@ def demo(job: DemoJob) -> Path:
         if job.ablations and "random" in job.protocols and "armor-graph" in names_to_train(job, cold=False):
             run_units(ablation_units(ws, "random", job), job)
         if not job.skip_scrape and job.sweep:
-            sweep_register_recommend(ws, job.seed)
+            sweep_register_recommend(ws, job.seed, job.workers)
         out = write_report(ws, job, cold=COLD_SPLIT in splits)
     log.info("demo finished in %.1f s", time.perf_counter() - started)
     return out
@@ -147,10 +148,9 @@ FOLD_IN_PROTOCOL = "loo"
 
 @dataclasses.dataclass(frozen=True)
 class Unit:
-    """One model to train on one split, and where (the fused model on 80/10/10 shows Ray Train)."""
+    """One model to train on one split (in this process or as a Ray task: never on Ray Train)."""
 
     job: TrainJob
-    placement: Placement
     what: str = ""  # how the log line names it, when not by its model
 
 
@@ -163,14 +163,15 @@ def model_units(ws: Workspace, split: str, job: DemoJob, models: tuple[str, ...]
     settings = ModelSettings.of(fusion=FusionConfig(dim=128, out_dim=128, heads=4),
                                 train=TrainConfig(epochs=job.content_epochs, patience=4),
                                 bpr=BPRConfig(iterations=job.bpr_iterations)).with_seed(job.seeds[0])
+    if split == COLD_SPLIT:  # ARMoR-Graph's cold-path defaults were searched with the content vector
+        settings = settings.replace("armor_graph", new_item_vector="content")
     units = []
     for name in models:
         spec = MODELS[name]
         train_job = TrainJob(workspace=str(ws.root), split=split, model=name, settings=settings,
                              trials=job.trials if spec.tunable else 0, seeds=job.seeds,
                              keep_fold_in=split == FOLD_IN_PROTOCOL and spec.family != "reference")
-        on_ray = name == "fused" and split == "random" and not job.skip_scrape and job.workers > 1
-        units.append(Unit(train_job, Placement(workers=job.workers) if on_ray else Placement(local=True)))
+        units.append(Unit(train_job))
     return units
 
 
@@ -185,27 +186,24 @@ def ablation_units(ws: Workspace, split: str, job: DemoJob) -> list[Unit]:
     chosen = json.loads((ws.models / split / "armor-graph" / "metrics.json").read_text())["settings"]["armor_graph"]
     return [Unit(TrainJob(workspace=str(ws.root), split=split, model="armor-graph", name=f"armor-graph~{slug}",
                           settings=ModelSettings().replace("armor_graph", **{**chosen, **off}).with_seed(job.seeds[0])),
-                 Placement(local=True), what=f"armor-graph {what}")
+                 what=f"armor-graph {what}")
             for slug, (what, off) in ABLATIONS.items()]
 
 
 def run_units(units: list[Unit], job: DemoJob) -> None:
     """Train every unit: in this process one after another, or with ``job.parallel`` > 1 as Ray tasks
-    of one CPU each (each trains with one torch thread), the costliest first. A unit that trains on
-    Ray Train (several workers) runs first, alone, so its workers get the CPUs."""
+    of one CPU each (each trains with one torch thread), the costliest first."""
     from armor.models.registry import MODELS
 
-    on_train = [u for u in units if not u.placement.local] if job.parallel > 1 else []
-    rest = [u for u in units if u not in on_train]
-    for unit in on_train if job.parallel > 1 else units:
-        _log_trained(unit, train_unit(unit, job.tracking))
-    if job.parallel <= 1 or not rest:
+    if job.parallel <= 1:
+        for unit in units:
+            _log_trained(unit, train_unit(unit, job.tracking))
         return
     import ray
 
     from pipelines.ray_utils import ray_session
 
-    order = sorted(rest, key=lambda u: COSTLIEST.index(u.job.model) if u.job.model in COSTLIEST
+    order = sorted(units, key=lambda u: COSTLIEST.index(u.job.model) if u.job.model in COSTLIEST
                    else len(COSTLIEST) + list(MODELS).index(u.job.model))
     if job.tracking:  # create (and migrate) the store here: tasks racing to do it fail (see STACK_NOTES)
         from armor.tracking.runs import ensure_experiment, tracking_uri
@@ -224,19 +222,20 @@ def run_units(units: list[Unit], job: DemoJob) -> None:
             _log_trained(unit, ray.get(ready[0]), f" ({done}/{len(order)})")
 
 
-# Longest to train first, so that two parallel lanes finish together.
-COSTLIEST = ("armor-graph", "fused", "fused-paper", "image-projected", "text-projected", "lightgcn", "bpr", "als")
+# Longest to train first (as measured in the demo), so that two parallel lanes finish together.
+COSTLIEST = ("armor-graph", "fused", "fused-paper", "image-projected", "freedom", "text-projected", "vbpr",
+             "lightgcn", "bpr", "als")
 
 
 def train_unit(unit: Unit, tracking: bool, logging_config: dict[str, Any] | None = None) -> dict[str, Any]:
     from pipelines.tracking import Tracking
-    from pipelines.train import train, worker_logging
+    from pipelines.train import Placement, train, worker_logging
 
     if logging_config is not None:  # a Ray task's process: log and show progress as the driver does
         if not logging.getLogger().handlers:
             logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
         worker_logging(logging_config)
-    return train(unit.job, unit.placement, Tracking(tracking=tracking))
+    return train(unit.job, Placement(local=True), Tracking(tracking=tracking))
 
 
 def _log_trained(unit: Unit, summary: dict[str, Any], note: str = "") -> None:
@@ -260,9 +259,10 @@ def scrape_through_local_server(ws: Workspace, rate: float) -> str:
     return format_summary(summary)
 
 
-def sweep_register_recommend(ws: Workspace, seed: int) -> None:
-    """A small Tune sweep; register the full fusion, the sweep's winner and ARMoR-Graph (the best on
-    validation becomes champion); answer a user's history from the registry's champion."""
+def sweep_register_recommend(ws: Workspace, seed: int, workers: int) -> None:
+    """A small Tune sweep, each trial a Ray Train run of ``workers`` data-parallel workers (negatives
+    mined from the global batch); register the full fusion, the sweep's winner and ARMoR-Graph (the
+    best on validation becomes champion); answer a user's history from the registry's champion."""
     import pyarrow.parquet as pq
 
     from armor.config import FusionConfig, TrainConfig
@@ -272,12 +272,13 @@ def sweep_register_recommend(ws: Workspace, seed: int) -> None:
     from pipelines.tune import SearchSpace, TuneJob, tune
 
     settings = ModelSettings.of(fusion=FusionConfig(dim=128),
-                                train=TrainConfig(epochs=6, steps_per_epoch=20)).with_seed(seed)
+                                train=TrainConfig(epochs=4, steps_per_epoch=20)).with_seed(seed)
     base = TrainJob(workspace=str(ws.root.resolve()), model="fused", settings=settings)
-    tune(TuneJob(base=base, space=SearchSpace(out_dims=(64, 128)), name="demo-sweep", samples=4, grace_period=2))
+    tune(TuneJob(base=base, space=SearchSpace(out_dims=(64, 128)), name="demo-sweep", samples=2, grace_period=2,
+                 trial_workers=workers if workers > 1 else 0))
     for model in ("random/fused", "random/demo-sweep-best", "random/armor-graph"):
         version, champion, uri = register(ws.root, model)
-        log.info("[5/6] registered %s as version %s%s", model, version, " (champion)" if champion else "")
+        log.info("[6/7] registered %s as version %s%s", model, version, " (champion)" if champion else "")
     train = pq.read_table(ws.split_dir("random") / "train.parquet")
     user = train["user_id"][0].as_py()
     history = [m for u, m in zip(train["user_id"].to_pylist(), train["movie_id"].to_pylist()) if u == user][:10]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,10 +52,28 @@ def register(workspace: Path, model: str, name: str = DEFAULT_NAME, tracking: st
                "SPLIT --model NAME) and register it as SPLIT/NAME")
     uri = tracking_uri(ws.root, tracking)
     protocol = model.strip("/").split("/")[0]  # models/SPLIT/NAME: the split it was trained on
-    version = register_embeddings(model_dir, name, uri=uri, movies=ws.movies if ws.movies.exists() else None,
-                                  protocol=protocol)
+    with tempfile.TemporaryDirectory(prefix="armor-profiles-") as tmp:
+        profiles = write_profiles(ws.split_dir(protocol), Path(tmp) / "profiles.parquet")
+        version = register_embeddings(model_dir, name, uri=uri, movies=ws.movies if ws.movies.exists() else None,
+                                      profiles=profiles, protocol=protocol)
     champion = promote_version(name, version, uri) if promote else False
     return version, champion, uri
+
+
+def write_profiles(split_dir: Path, out: Path) -> Path | None:
+    """The split's train and validation positives as (user_id, movie_id), in time order per user:
+    the users a served model knows by id (the profile its refit trained on). None without the split."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = [split_dir / f"{part}.parquet" for part in ("train", "valid")]
+    if not all(p.is_file() for p in parts):
+        log.warning("%s: no train/valid parts; the served model will not know users by id", split_dir)
+        return None
+    table = pa.concat_tables(pq.read_table(p, columns=["user_id", "movie_id", "timestamp"]) for p in parts)
+    table = table.sort_by([("user_id", "ascending"), ("timestamp", "ascending")]).select(["user_id", "movie_id"])
+    pq.write_table(table, out)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

@@ -56,30 +56,38 @@ def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
             pass
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
+def start_server(root: Path, port: int) -> tuple[subprocess.Popen, float]:
+    """`mlflow/server.sh` over the store in ``root`` on ``port``, once it answers /health: (the
+    process, seconds it took). Appends to root/server.log, so a restarted server keeps one log."""
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("MLFLOW_TRACKING_URI", None)
     url = f"http://127.0.0.1:{port}"
-    with open(root / "server.log", "wb") as server_log:
-        started = time.monotonic()
+    started = time.monotonic()
+    with open(root / "server.log", "ab") as server_log:
         process = subprocess.Popen(["bash", str(SERVER_SCRIPT), "--workspace", str(root), "--port", str(port)],
                                    stdout=server_log, stderr=subprocess.STDOUT, env=env)
-        try:
-            while not healthy(url):
-                if process.poll() is not None:
-                    pytest.fail(f"mlflow server exited with {process.returncode}:\n"
-                                f"{(root / 'server.log').read_text()[-3000:]}")
-                if time.monotonic() - started > 120:
-                    pytest.fail(f"mlflow server not healthy after 120 s:\n{(root / 'server.log').read_text()[-3000:]}")
-                time.sleep(0.2)
-            seconds = time.monotonic() - started
-            print(f"\nmlflow server answered /health after {seconds:.1f} s")
-            yield Server(url, root, seconds)
-        finally:
-            stop(process)
+    try:
+        while not healthy(url):
+            if process.poll() is not None:
+                pytest.fail(f"mlflow server exited with {process.returncode}:\n"
+                            f"{(root / 'server.log').read_text()[-3000:]}")
+            if time.monotonic() - started > 120:
+                pytest.fail(f"mlflow server not healthy after 120 s:\n{(root / 'server.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+    except BaseException:
+        stop(process)
+        raise
+    return process, time.monotonic() - started
 
 
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    process, seconds = start_server(root, port)
+    print(f"\nmlflow server answered /health after {seconds:.1f} s")
+    try:
+        yield Server(f"http://127.0.0.1:{port}", root, seconds)
+    finally:
+        stop(process)

@@ -228,7 +228,8 @@ def protocol_section(run: ProtocolRun, config: ReportConfig, out: Path) -> list[
         lines.append(paper_rows(list(run.models)))
     lines += [best_line(run), seed_table(run), paired_differences(run, config),
               significance.matrix_markdown(significance.all_pairs(
-                  {n: r.per_user[claims.CLAIM_METRIC] for n, r in run.results.items()}), labels),
+                  {n: r.per_user[claims.CLAIM_METRIC] for n, r in run.results.items()}), labels,
+                  seeds=fewest_seeds(run)),
               budget_section(run),
               "\nHit rate, MRR, coverage and intra-list genre diversity (means):\n",
               tables.markdown_table(ordered, [f"{m}@{k}" for m in ("hr", "mrr", "coverage", "diversity")
@@ -307,6 +308,12 @@ def budget_section(run: ProtocolRun) -> str:
         caption = ("no search: every trainable model at its registry defaults, early-stopped on validation, then "
                    "refit; `make benchmark` gives every model the same search")
     return f"\nTuning budget ({caption}):\n\n{claims.budget_markdown(rows)}"
+
+
+def fewest_seeds(run: ProtocolRun) -> int:
+    """The fewest training seeds behind a seeded row (deterministic rows need only one)."""
+    counts = [len(r) for name, r in run.seeds.items() if not run.meta.get(name, {}).get("deterministic")]
+    return min(counts, default=1)
 
 
 def seeds_note(runs: list[ProtocolRun]) -> str:

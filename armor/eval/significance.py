@@ -74,9 +74,11 @@ def _cell(test: PairTest, row_is_a: bool) -> str:
     return f"**{mark}{text}**" if test.significant else f"{mark}{text}"
 
 
-def matrix_markdown(tests: Sequence[PairTest], labels: Mapping[str, str], metric: str = "NDCG@10") -> str:
+def matrix_markdown(tests: Sequence[PairTest], labels: Mapping[str, str], metric: str = "NDCG@10",
+                    seeds: int = 1) -> str:
     """The lower triangle of Holm-adjusted p-values, rows and columns numbered; a cell's sign says
-    whether the row's model has the higher mean; bold below ``ALPHA``."""
+    whether the row's model has the higher mean; bold below ``ALPHA``. ``seeds``: the fewest
+    training seeds behind a row (the caption says what a significant cell means then)."""
     names = list(dict.fromkeys([t.a for t in tests] + [t.b for t in tests]))
     if not names:
         return ""
@@ -92,5 +94,12 @@ def matrix_markdown(tests: Sequence[PairTest], labels: Mapping[str, str], metric
     significant = sum(t.significant for t in tests)
     return (f"\nAll pairs, test {metric} (two-sided Wilcoxon signed-rank test on per-user values, Holm-adjusted "
             f"over the {len(tests)} pairs; + / − the row's model has the higher / lower mean; **bold**: adjusted "
-            f"p < {ALPHA}, {significant} of {len(tests)} pairs). Users are the sampling unit: with one training "
-            "seed a significant pair is still no claim.\n\n" + "\n".join(lines) + "\n")
+            f"p < {ALPHA}, {significant} of {len(tests)} pairs). {_unit_note(seeds)}\n\n" + "\n".join(lines) + "\n")
+
+
+def _unit_note(seeds: int) -> str:
+    if seeds < 2:
+        return "Users are the sampling unit and some rows had one training seed: a significant pair is no claim."
+    return (f"Per-user values are the mean over {seeds} or more training seeds and users are the sampling unit, so "
+            "the seed-to-seed spread is not in these p-values: claims are the paired comparisons above (CI and the "
+            "sign in every seed).")

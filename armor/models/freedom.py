@@ -44,7 +44,6 @@ which the pyfunc's cosine does not reproduce.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -62,7 +61,7 @@ from armor.models.base import TrainableRecommender
 from armor.models.content_graph import FixedSpMM, knn_item_graph
 from armor.models.fusion import MODALITIES
 from armor.models.hybrid_configs import FREEDOMConfig
-from armor.models.hybrid_ops import ContentScaler, check_history, hybrid_scores, without_positive
+from armor.models.hybrid_ops import ContentScaler, LearnedVectors, without_positive
 from armor.models.lightgcn import NegativeSampler
 from armor.training.schedule import Schedule
 
@@ -129,7 +128,7 @@ class _Parameters(nn.Module):
             self.bias[m] = nn.Parameter(nn.init.uniform_(torch.empty(cfg.dim), -bound, bound, generator=generator))
 
 
-class FREEDOM(TrainableRecommender):
+class FREEDOM(LearnedVectors, TrainableRecommender):
     """FREEDOM; see the module docstring. ``features`` ({modality: (I, d_m)}) align with the catalogue;
     they are needed to fit, not to score a loaded model."""
 
@@ -142,8 +141,8 @@ class FREEDOM(TrainableRecommender):
             FREEDOMConfig() if config is None else from_dict(FREEDOMConfig, config, where="freedom"))
         self.device, self.num_threads = device, num_threads
         self.features, self.present = features, present
-        self.user_final: np.ndarray | None = None  # (U, d)
-        self.item_final: np.ndarray | None = None  # (I, d)
+        self.user_vectors: np.ndarray | None = None  # (U, d)
+        self.item_vectors: np.ndarray | None = None  # (I, d)
         self.cold: np.ndarray | None = None  # (I,) bool: no positive in the training matrix
         self.item_graph: sp.csr_matrix | None = None  # (I, I) the frozen item-item graph
         self._params: _Parameters | None = None
@@ -271,10 +270,10 @@ class FREEDOM(TrainableRecommender):
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         self._refresh()
-        return self.user_final.copy(), self.item_final.copy()
+        return self.user_vectors.copy(), self.item_vectors.copy()
 
     def restore(self, snapshot: tuple[np.ndarray, np.ndarray]) -> None:
-        self.user_final, self.item_final = (a.copy() for a in snapshot)
+        self.user_vectors, self.item_vectors = (a.copy() for a in snapshot)
         self._stale = False
 
     def end(self) -> None:
@@ -287,44 +286,15 @@ class FREEDOM(TrainableRecommender):
         with torch.no_grad():
             return self._forward(self._full_adjacency, training=False)
 
-    def _refresh(self) -> None:
-        if not self._stale or self._params is None:
-            return
-        users, items = self._final_tensors()
-        self.user_final = users.cpu().numpy().astype(np.float32)
-        self.item_final = items.cpu().numpy().astype(np.float32)
-        self._stale = False
-
-    # -- scoring and persistence -------------------------------------------------------------
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """Dot products for a known user; the profile cosine for a user the model never trained."""
-        self._refresh()
-        if self.user_final is None or self.item_final is None:
-            raise ArmorError("freedom score called before fit (or load)")
-        check_history(history, self.item_final.shape[0], "freedom")
-        return hybrid_scores(users, history, self.user_final.shape[0], self.item_final,
-                             lambda known, _: self.user_final[known] @ self.item_final.T)
-
-    def item_embeddings(self) -> np.ndarray:
-        """(I, d) the vectors ``score`` ranks items by. The FAISS pyfunc serves a history by the cosine
-        of its items' mean vector: exactly ``score`` for a user the model never trained, not for a known
-        user (whose learned vector ``score`` uses)."""
-        self._refresh()
-        if self.item_final is None:
-            raise ArmorError("freedom item_embeddings called before fit (or load)")
-        return self.item_final
-
-    def params(self) -> dict[str, Any]:
-        return {"config": dataclasses.asdict(self.config), "device": self.device, "num_threads": self.num_threads}
-
+    # -- persistence (scoring: LearnedVectors) -------------------------------------------------
     def arrays(self) -> dict[str, np.ndarray]:
         self._refresh()
-        if self.user_final is None or self.item_final is None:
+        if self.user_vectors is None or self.item_vectors is None:
             return {}
-        return {"user_final": self.user_final, "item_final": self.item_final, "cold": self.cold}
+        return {"user_final": self.user_vectors, "item_final": self.item_vectors, "cold": self.cold}
 
     def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        self.user_final = np.asarray(arrays["user_final"], np.float32)
-        self.item_final = np.asarray(arrays["item_final"], np.float32)
+        self.user_vectors = np.asarray(arrays["user_final"], np.float32)
+        self.item_vectors = np.asarray(arrays["item_final"], np.float32)
         self.cold = np.asarray(arrays["cold"], bool)
         self._stale = False

@@ -14,6 +14,13 @@ Source = Literal["als", "lightgcn"]
 SOURCES = ("als", "lightgcn")
 
 
+def require(config: object, section: str, checks: tuple[tuple[str, bool], ...]) -> None:
+    """ConfigError naming ``section.field`` and its value for the first check that fails."""
+    for name, ok in checks:
+        if not ok:
+            raise ConfigError(f"{section}.{name}: out of range, got {getattr(config, name)!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class VBPRConfig:
     """VBPR (``armor.models.vbpr``); lr and both regularisers are searched on validation."""
@@ -29,12 +36,10 @@ class VBPRConfig:
     seed: int = setting(0, "seed of initialisation and sampling")
 
     def __post_init__(self) -> None:
-        for name, ok in (("dim", self.dim >= 1), ("content_dim", self.content_dim >= 1), ("lr", self.lr > 0),
-                         ("reg", self.reg >= 0), ("content_reg", self.content_reg >= 0),
-                         ("batch_size", self.batch_size >= 1), ("epochs", self.epochs >= 1),
-                         ("patience", self.patience >= 1)):
-            if not ok:
-                raise ConfigError(f"vbpr.{name}: out of range, got {getattr(self, name)!r}")
+        require(self, "vbpr", (("dim", self.dim >= 1), ("content_dim", self.content_dim >= 1), ("lr", self.lr > 0),
+                               ("reg", self.reg >= 0), ("content_reg", self.content_reg >= 0),
+                               ("batch_size", self.batch_size >= 1), ("epochs", self.epochs >= 1),
+                               ("patience", self.patience >= 1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +62,11 @@ class FREEDOMConfig:
     seed: int = setting(0, "seed of initialisation, pruning and sampling")
 
     def __post_init__(self) -> None:
-        for name, ok in (("dim", self.dim >= 1), ("layers", self.layers >= 0), ("item_layers", self.item_layers >= 0),
-                         ("knn_k", self.knn_k >= 1), ("image_weight", 0.0 <= self.image_weight <= 1.0),
-                         ("dropout", 0.0 <= self.dropout < 1.0), ("reg_weight", self.reg_weight >= 0),
-                         ("lr", self.lr > 0), ("batch_size", self.batch_size >= 1), ("epochs", self.epochs >= 1),
-                         ("patience", self.patience >= 1)):
-            if not ok:
-                raise ConfigError(f"freedom.{name}: out of range, got {getattr(self, name)!r}")
+        require(self, "freedom", (
+            ("dim", self.dim >= 1), ("layers", self.layers >= 0), ("item_layers", self.item_layers >= 0),
+            ("knn_k", self.knn_k >= 1), ("image_weight", 0.0 <= self.image_weight <= 1.0),
+            ("dropout", 0.0 <= self.dropout < 1.0), ("reg_weight", self.reg_weight >= 0), ("lr", self.lr > 0),
+            ("batch_size", self.batch_size >= 1), ("epochs", self.epochs >= 1), ("patience", self.patience >= 1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +77,7 @@ class KNNMapConfig:
     k: int = setting(20, "content-nearest movies with ratings a new movie's vector is the weighted mean of")
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ConfigError(f"knn_map.source: must be als or lightgcn, got {self.source!r}")
-        if self.k < 1:
-            raise ConfigError(f"knn_map.k: must be >= 1, got {self.k}")
+        require(self, "knn_map", (("source", self.source in SOURCES), ("k", self.k >= 1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +88,4 @@ class LinearMapConfig:
     l2: float = setting(10.0, "ridge penalty of the content-to-item-vector regression")
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ConfigError(f"linear_map.source: must be als or lightgcn, got {self.source!r}")
-        if not self.l2 > 0:
-            raise ConfigError(f"linear_map.l2: must be > 0, got {self.l2}")
+        require(self, "linear_map", (("source", self.source in SOURCES), ("l2", self.l2 > 0)))

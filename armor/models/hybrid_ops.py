@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from armor.errors import DataError
+from armor.errors import ArmorError, DataError
 from armor.models.fusion import MODALITIES, feature_stats
 
 
@@ -127,3 +128,59 @@ def hybrid_scores(users: np.ndarray, history: sp.spmatrix, n_users: int, items: 
     if rows.size:
         out[rows] = profile_scores(history[rows], items)
     return out
+
+
+class LearnedVectors:
+    """Scoring, item vectors and the snapshot of a model that learns one vector per user and per item
+    (VBPR, FREEDOM): dot products for a user it trained, the profile cosine for any other.
+
+    The model keeps its current weights on its device and refreshes the numpy copies
+    ``user_vectors`` (U, d) and ``item_vectors`` (I, d) from ``_final_tensors()`` after training
+    marked them ``_stale``; ``_refreshed()`` copies anything else a model keeps beside them.
+    """
+
+    name: str
+    config: Any
+    device: str
+    num_threads: int | None
+    user_vectors: np.ndarray | None = None
+    item_vectors: np.ndarray | None = None
+    _stale: bool = False
+    _params: Any = None
+
+    def _final_tensors(self) -> tuple[Any, Any]:
+        raise NotImplementedError
+
+    def _refreshed(self) -> None:
+        """Copy what else the model keeps from its current weights (nothing by default)."""
+
+    def _refresh(self) -> None:
+        if not self._stale or self._params is None:
+            return
+        users, items = self._final_tensors()
+        self.user_vectors = users.cpu().numpy().astype(np.float32)
+        self.item_vectors = items.cpu().numpy().astype(np.float32)
+        self._refreshed()
+        self._stale = False
+
+    def _fitted(self, what: str) -> tuple[np.ndarray, np.ndarray]:
+        self._refresh()
+        if self.user_vectors is None or self.item_vectors is None:
+            raise ArmorError(f"{self.name} {what} called before fit (or load)")
+        return self.user_vectors, self.item_vectors
+
+    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """Dot products for a known user; the profile cosine for a user the model never trained."""
+        user_vectors, item_vectors = self._fitted("score")
+        check_history(history, item_vectors.shape[0], self.name)
+        return hybrid_scores(users, history, user_vectors.shape[0], item_vectors,
+                             lambda known, _: user_vectors[known] @ item_vectors.T)
+
+    def item_embeddings(self) -> np.ndarray:
+        """(I, d) the vectors ``score`` ranks items by. The FAISS pyfunc serves a history by the cosine
+        of its items' mean vector: exactly ``score`` for a user the model never trained, not for a known
+        user (whose learned vector ``score`` uses)."""
+        return self._fitted("item_embeddings")[1]
+
+    def params(self) -> dict[str, Any]:
+        return {"config": dataclasses.asdict(self.config), "device": self.device, "num_threads": self.num_threads}

@@ -30,7 +30,6 @@ FAISS pyfunc serves for a history; for a known user the pyfunc's cosine differs 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +43,7 @@ from armor.config import from_dict
 from armor.errors import ArmorError, ConfigError, DataError
 from armor.models.base import TrainableRecommender
 from armor.models.hybrid_configs import VBPRConfig
-from armor.models.hybrid_ops import ContentScaler, check_history, hybrid_scores, without_positive
+from armor.models.hybrid_ops import ContentScaler, LearnedVectors, without_positive
 from armor.models.lightgcn import NegativeSampler
 from armor.training.schedule import Schedule
 
@@ -67,7 +66,7 @@ class _Parameters(nn.Module):
         self.content = nn.Parameter(torch.cat([projection, torch.zeros(1, n_features)]))  # (K' + 1, D)
 
 
-class VBPR(TrainableRecommender):
+class VBPR(LearnedVectors, TrainableRecommender):
     """VBPR; see the module docstring. ``features`` ({modality: (I, d_m)}) align with the catalogue;
     they are needed to fit, not to score a loaded model."""
 
@@ -206,14 +205,8 @@ class VBPR(TrainableRecommender):
             ones = torch.ones(users.shape[0], 1, dtype=users.dtype, device=users.device)
             return torch.cat([users, ones], dim=1), torch.cat([vectors, biases[:, None]], dim=1)
 
-    def _refresh(self) -> None:
-        if not self._stale or self._params is None:
-            return
-        users, items = self._final_tensors()
-        self.user_vectors = users.cpu().numpy().astype(np.float32)
-        self.item_vectors = items.cpu().numpy().astype(np.float32)
+    def _refreshed(self) -> None:
         self.content_weight = self._params.content.detach().cpu().numpy().astype(np.float32)
-        self._stale = False
 
     # -- scoring and persistence -------------------------------------------------------------
     def content_vectors(self, features: Mapping[str, np.ndarray],
@@ -225,27 +218,6 @@ class VBPR(TrainableRecommender):
         content = self.scaler.transform(features, present) @ self.content_weight.T  # (n, K' + 1)
         ids = np.zeros((content.shape[0], self.config.dim), np.float32)
         return np.concatenate([ids, content], axis=1).astype(np.float32)
-
-    def score(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """Dot products for a known user; the profile cosine for a user the model never trained."""
-        self._refresh()
-        if self.user_vectors is None or self.item_vectors is None:
-            raise ArmorError("vbpr score called before fit (or load)")
-        check_history(history, self.item_vectors.shape[0], "vbpr")
-        return hybrid_scores(users, history, self.user_vectors.shape[0], self.item_vectors,
-                             lambda known, _: self.user_vectors[known] @ self.item_vectors.T)
-
-    def item_embeddings(self) -> np.ndarray:
-        """(I, K + K' + 1) the vectors ``score`` ranks items by. The FAISS pyfunc serves a history by the cosine
-        of its items' mean vector: exactly ``score`` for a user the model never trained, not for a known
-        user (whose learned vector ``score`` uses)."""
-        self._refresh()
-        if self.item_vectors is None:
-            raise ArmorError("vbpr item_embeddings called before fit (or load)")
-        return self.item_vectors
-
-    def params(self) -> dict[str, Any]:
-        return {"config": dataclasses.asdict(self.config), "device": self.device, "num_threads": self.num_threads}
 
     def arrays(self) -> dict[str, np.ndarray]:
         self._refresh()

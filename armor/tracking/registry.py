@@ -67,16 +67,19 @@ def validation_metrics(model_dir: str | Path) -> dict[str, float]:
 
 def register_embeddings(model_dir: str | Path, name: str = DEFAULT_MODEL_NAME, run_id: str | None = None,
                         uri: str | None = None, metrics: Mapping[str, float] | None = None, *,
-                        movies: str | Path | None = None, experiment: str = DEFAULT_EXPERIMENT,
-                        alias: str = CHALLENGER, protocol: str | None = None) -> str:
+                        movies: str | Path | None = None, profiles: str | Path | None = None,
+                        experiment: str = DEFAULT_EXPERIMENT, alias: str = CHALLENGER,
+                        protocol: str | None = None) -> str:
     """Log the model dir's item embeddings as a :class:`RecommenderPyfunc`, register it as a new
     version of ``name``, tag it with its validation metrics (``val_ndcg_at_10`` ...) and point
     ``alias`` (challenger) at it. Returns the version.
 
     ``metrics`` default to the model dir's metrics.json; they must include ``val_ndcg@10``.
     ``run_id``: log into that run (else a new run in ``experiment``). ``movies``: a
-    movies.parquet whose titles the answers then carry. ``protocol``: the split the model was
-    trained on, tagged so that promotion compares it only with versions of the same protocol.
+    movies.parquet whose titles the answers then carry. ``profiles``: a parquet of (user_id,
+    movie_id) positives, the users the served model knows by id (``serving.Profiles``).
+    ``protocol``: the split the model was trained on, tagged so that promotion compares it only
+    with versions of the same protocol.
     """
     model_dir = Path(model_dir)
     embeddings = model_dir / EMBEDDINGS_FILE
@@ -93,6 +96,10 @@ def register_embeddings(model_dir: str | Path, name: str = DEFAULT_MODEL_NAME, r
         if not Path(movies).is_file():
             raise TrackingError(f"{movies}: no such movies table")
         artifacts["movies"] = str(movies)
+    if profiles is not None:
+        if not Path(profiles).is_file():
+            raise TrackingError(f"{profiles}: no such profiles table")
+        artifacts["profiles"] = str(profiles)
     uri = uri or mlflow.get_tracking_uri()
     # run_name only names a new run; with run_id the existing run is resumed as it is.
     with start_run(experiment, uri, run_name=f"register-{model_dir.name}", run_id=run_id) as run:

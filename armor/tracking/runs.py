@@ -109,13 +109,40 @@ def is_database_locked(exc: BaseException) -> bool:
     return False
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """True when an HTTP tracking server could not be reached even after MLflow's own retries."""
+    text = str(exc)
+    return isinstance(exc, MlflowException) and any(
+        sign in text for sign in ("Max retries exceeded", "Failed to establish a new connection", "Read timed out"))
+
+
+def http_retry_seconds() -> float:
+    """How long MLflow's HTTP client keeps retrying a request to an unreachable server: urllib3
+    sleeps min(120, factor x 2^(n-1)) s before its n-th retry from the second on."""
+    from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR, MLFLOW_HTTP_REQUEST_MAX_RETRIES
+
+    factor, retries = MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get(), MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()
+    return float(sum(min(120.0, factor * 2 ** (n - 1)) for n in range(2, retries + 1)))
+
+
 def with_retries(fn: Callable[..., T], *args: Any, what: str = "MLflow write", attempts: int = 8,
                  base_delay: float = 0.1, max_delay: float = 4.0, **kwargs: Any) -> T:
-    """``fn(*args, **kwargs)``, retried with exponential backoff and jitter on 'database is locked'."""
+    """``fn(*args, **kwargs)``, retried with exponential backoff and jitter on 'database is locked'.
+
+    An HTTP tracking server that stays unreachable through MLflow's own retries (about four
+    minutes by default: ``http_retry_seconds``) raises TrackingError saying so and what to do,
+    instead of MLflow's connection-pool traceback."""
     for attempt in range(attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
+            if is_unreachable(exc):
+                url = re.search(r"https?://[^/\s]+", str(exc))
+                raise TrackingError(
+                    f"MLflow tracking server {url.group(0) if url else ''} did not answer ({what}) for about "
+                    f"{http_retry_seconds():.0f} s of retries: is it running? Restart it (mlflow/server.sh) and "
+                    "rerun the command; an interrupted `armor tune` sweep continues with --resume, keeping its "
+                    "finished trials. Longer outages: raise MLFLOW_HTTP_REQUEST_MAX_RETRIES.") from exc
             if not is_database_locked(exc) or attempt == attempts - 1:
                 raise
             delay = min(max_delay, base_delay * 2**attempt) * (0.5 + random.random())

@@ -7,13 +7,16 @@ when it moves. A request takes the loaded version once, at its start, so a reque
 finishes on the version it started with, and every answer names the version that produced it.
 
 ``POST /recommend`` takes JSON ``{"history": [movie ids], "ratings": [optional, one per id],
-"k": 10, "exclude_seen": true}``. With ratings, only movies rated at or above the positive threshold
-(4.0, the evaluation protocol's) make the profile. Answers ``{"model", "version", "k",
-"recommendations": [{"rank", "movie_id", "title", "score"}], "skipped": [ids outside the
-catalogue, left out], "used": n}``. Bad input is a 4xx with a message, never a 500: malformed JSON
-or fields (400), an empty history or none of its ids in the catalogue (422: the model has nothing to
-go on; no popularity fallback is served, since the registered model holds item vectors only),
-``k`` outside 1..max_k (400), a body over ``max_body`` bytes (413).
+"k": 10, "exclude_seen": true}``, or ``{"user_id": 42, ...}`` for a user the model knows (their
+liked movies in the split the model was trained on, registered with it). With ratings, only
+movies rated at or above the positive threshold (4.0, the evaluation protocol's) make the
+profile. Answers ``{"model", "version", "k", "source", "recommendations": [{"rank", "movie_id",
+"title", "score"}], "skipped": [ids outside the catalogue, left out], "used": n}``; ``source`` is
+"embeddings", or "popularity" for an empty history (the most liked movies among the known users;
+a version registered without profiles answers an empty history with 422). Bad input is a 4xx
+with a message, never a 500: malformed JSON or fields (400), an unknown user (404), none of the
+history's ids in the catalogue (422: the model has nothing to go on), ``k`` outside 1..max_k
+(400), a body over ``max_body`` bytes (413).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Query:
     history: list[int]
     k: int
     exclude_seen: bool
+    user_id: int | None = None  # a known user: the history is theirs, looked up in the loaded version
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Loaded:
     index: Any  # armor.retrieval.index.ItemIndex
     titles: dict[int, str]
     loaded_at: float
+    profiles: Any = None  # armor.tracking.serving.Profiles, when registered with the model
 
 
 def parse_model_uri(model_uri: str) -> tuple[str, str | None, str | None]:
@@ -88,10 +93,15 @@ def parse_request(body: bytes, max_k: int, max_body: int) -> Query:
         raise BadRequest(400, f"request body is not JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise BadRequest(400, 'request body must be a JSON object such as {"history": [1, 2, 3], "k": 10}')
-    unknown = sorted(set(payload) - {"history", "ratings", "k", "exclude_seen"})
+    unknown = sorted(set(payload) - {"history", "user_id", "ratings", "k", "exclude_seen"})
     if unknown:
-        raise BadRequest(400, f"unknown field(s) {', '.join(unknown)}; known: history, ratings, k, exclude_seen")
-    history = payload.get("history")
+        raise BadRequest(400, f"unknown field(s) {', '.join(unknown)}; known: history, user_id, ratings, k, "
+                              "exclude_seen")
+    if ("history" in payload) == ("user_id" in payload):
+        raise BadRequest(400, 'give exactly one of "history" (a list of movie ids) and "user_id" (a user the model '
+                              "knows)")
+    user = None if payload.get("user_id") is None else _int(payload["user_id"], "user_id")
+    history = [] if user is not None else payload.get("history")
     if not isinstance(history, list):
         raise BadRequest(400, f"history: expected a list of movie ids, got {history!r}")
     ids = [_int(m, "history") for m in history]
@@ -107,10 +117,7 @@ def parse_request(body: bytes, max_k: int, max_body: int) -> Query:
     exclude = payload.get("exclude_seen", True)
     if not isinstance(exclude, bool):
         raise BadRequest(400, f"exclude_seen: expected true or false, got {exclude!r}")
-    if not ids:
-        raise BadRequest(422, "history is empty (or no movie in it is rated >= 4): the model answers from a "
-                              "user's liked movies and has nothing to go on")
-    return Query(ids, k, exclude)
+    return Query(ids, k, exclude, user)
 
 
 class RecommenderService:
@@ -137,7 +144,7 @@ class RecommenderService:
         started = time.perf_counter()
         pyfunc = load_registered_model(f"models:/{self.name}/{version}", self.tracking_uri).unwrap_python_model()
         log.info("serve: loaded %s version %s in %.1f s", self.name, version, time.perf_counter() - started)
-        return Loaded(version, pyfunc.index, dict(pyfunc.titles or {}), time.time())
+        return Loaded(version, pyfunc.index, dict(pyfunc.titles or {}), time.time(), pyfunc.profiles)
 
     def follow(self) -> bool:
         """Swap in the version the alias names now, if it moved; True when it did."""
@@ -153,32 +160,53 @@ class RecommenderService:
     def health(self) -> dict[str, Any]:
         loaded = self.loaded
         return {"status": "ok", "model": self.name, "alias": self.alias, "version": loaded.version,
-                "movies": len(loaded.index), "loaded_at": loaded.loaded_at}
+                "movies": len(loaded.index), "known_users": len(loaded.profiles or ()),
+                "loaded_at": loaded.loaded_at}
 
     def answer_many(self, queries: list[Query]) -> list[dict[str, Any]]:
         """Answers to several parsed queries, all by the same loaded version."""
+        from armor.tracking.serving import RequestError, known_user_history
+
         loaded = self.loaded
         out: list[dict[str, Any]] = [{}] * len(queries)
+        histories: dict[int, list[int]] = {}
+        for i, query in enumerate(queries):
+            try:
+                histories[i] = query.history if query.user_id is None \
+                    else known_user_history(loaded.profiles, query.user_id)
+            except RequestError as exc:
+                out[i] = self._error(loaded, 404, str(exc))
         for (k, exclude) in {(q.k, q.exclude_seen) for q in queries}:
-            rows = [i for i, q in enumerate(queries) if (q.k, q.exclude_seen) == (k, exclude)]
-            skipped = [loaded.index.unknown(queries[i].history) for i in rows]
-            known = [[m for m in queries[i].history if m not in set(s)] for i, s in zip(rows, skipped)]
+            rows = [i for i, q in enumerate(queries) if (q.k, q.exclude_seen) == (k, exclude) and i in histories]
+            skipped = [loaded.index.unknown(histories[i]) for i in rows]
+            known = [[m for m in histories[i] if m not in set(s)] for i, s in zip(rows, skipped)]
             answerable = [j for j, h in enumerate(known) if h]
             ids, scores = loaded.index.recommend_many([known[j] for j in answerable], k, exclude) \
                 if answerable else ([], [])
             results = dict(zip(answerable, zip(ids, scores)))
             for j, i in enumerate(rows):
-                out[i] = self._response(loaded, k, skipped[j], len(known[j]), results.get(j))
+                out[i] = self._response(loaded, k, skipped[j], len(known[j]), results.get(j), not histories[i])
         return out
 
-    def _response(self, loaded: Loaded, k: int, skipped: list[int], used: int, result: Any) -> dict[str, Any]:
-        if result is None:
-            return {"status": 422, "error": f"none of the history's movie ids is in the catalogue of {self.name} "
+    def _error(self, loaded: Loaded, status: int, message: str, **extra: Any) -> dict[str, Any]:
+        return {"status": status, "error": message, "model": self.name, "version": loaded.version, **extra}
+
+    def _response(self, loaded: Loaded, k: int, skipped: list[int], used: int, result: Any,
+                  empty: bool) -> dict[str, Any]:
+        source = "embeddings"
+        if result is None and empty:
+            if loaded.profiles is None:
+                return self._error(loaded, 422, "history is empty (or no movie in it is rated >= 4), and this "
+                                                "version was registered without its users' profiles, so it has no "
+                                                "popularity to fall back on")
+            result, source = loaded.profiles.popular(k), "popularity"
+        elif result is None:
+            return self._error(loaded, 422, f"none of the history's movie ids is in the catalogue of {self.name} "
                                             f"version {loaded.version}: {', '.join(map(str, skipped[:20]))}",
-                    "model": self.name, "version": loaded.version, "skipped": skipped}
+                               skipped=skipped)
         ids, scores = result
         keep = ids >= 0
         recommendations = [{"rank": r + 1, "movie_id": int(m), "title": loaded.titles.get(int(m), ""),
                             "score": float(s)} for r, (m, s) in enumerate(zip(ids[keep], scores[keep]))]
-        return {"status": 200, "model": self.name, "version": loaded.version, "k": k,
+        return {"status": 200, "model": self.name, "version": loaded.version, "k": k, "source": source,
                 "recommendations": recommendations, "skipped": skipped, "used": used}

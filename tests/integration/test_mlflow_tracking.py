@@ -47,6 +47,7 @@ from armor.tracking import (
     version_metric,
     with_retries,
 )
+from armor.tracking.serving import Profiles
 from armor.workspace import write_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,7 +216,7 @@ def check_champion_answers(index: ItemIndex, uri: str) -> None:
     requests = pd.DataFrame({"history": [HISTORIES[0], "700, 1400", HISTORIES[2], HISTORIES[3], None],
                              "movie_id": [None, None, None, None, 70], "k": [5, None, 3, None, 4]})
     answer = champion.predict(requests, params={"k": 8})
-    assert list(answer.columns) == ["query", "rank", "movie_id", "score", "skipped", "error"]
+    assert list(answer.columns) == ["query", "rank", "movie_id", "score", "source", "skipped", "error"]
     for row, (history, k) in enumerate(zip(HISTORIES, [5, 8, 3, 8])):
         ids, scores = index.recommend(history, k)
         got = answer[answer["query"] == row]
@@ -283,12 +284,33 @@ def test_pyfunc_requests_are_checked_row_by_row():
     partial = answer_requests(index, pd.DataFrame({"history": [[3, 99, 5, 77]]}), k=2)
     assert partial["movie_id"].tolist() == index.recommend([3, 5], 2)[0].tolist()
     assert set(partial["skipped"]) == {"99,77"} and set(partial["error"]) == {""}
-    for frame, message in ((pd.DataFrame({"title": ["Heat"]}), "need a 'history' or a 'movie_id' column"),):
+    for frame, message in ((pd.DataFrame({"title": ["Heat"]}), "need a 'history', 'user_id' or 'movie_id' column"),):
         with pytest.raises(RequestError, match=message):
             answer_requests(index, frame)
     # Asking for more than the catalogue holds returns what there is, never a padding id.
     assert answer_requests(index, pd.DataFrame({"history": [[3]]}), k=10)["movie_id"].tolist() \
         == index.recommend([3], 10)[0][:3].tolist()
+
+
+def test_pyfunc_knows_the_split_users_and_answers_an_empty_history_by_popularity():
+    rng = np.random.default_rng(0)
+    index = ItemIndex(np.array([3, 5, 8, 13]), rng.standard_normal((4, 4)).astype(np.float32))
+    # User 1 liked 5 and 8, user 2 liked 8 and 13, user 7 liked 8: 8 is the most liked, then 5 and 13 (by id).
+    profiles = Profiles(np.array([1, 2, 1, 7, 2]), np.array([5, 8, 8, 8, 13]))
+    assert profiles.history(1) == [5, 8] and profiles.history(99) is None
+    answer = answer_requests(index, pd.DataFrame({"user_id": [1, None, 99, None],
+                                                  "history": [None, [], None, [3]]}), k=2, profiles=profiles)
+    by_row = {row: part for row, part in answer.groupby("query")}
+    assert by_row[0]["movie_id"].tolist() == index.recommend([5, 8], 2)[0].tolist()  # user 1's own history
+    assert set(by_row[0]["source"]) == {"embeddings"}
+    assert by_row[1]["movie_id"].tolist() == [8, 5] and set(by_row[1]["source"]) == {"popularity"}
+    np.testing.assert_allclose(by_row[1]["score"], [3 / 3, 1 / 3])  # the share of the 3 known users
+    assert by_row[2]["error"].tolist() == ["row 2: user_id 99 is not one of the 3 users this model knows; send "
+                                           "the user's history instead"]
+    assert by_row[3]["movie_id"].tolist() == index.recommend([3], 2)[0].tolist()
+    # Without profiles a user id cannot be looked up and an empty history has no fallback.
+    bare = answer_requests(index, pd.DataFrame({"user_id": [1], "history": [None]}))
+    assert "registered without its users' profiles" in bare["error"].iloc[0]
 
 
 # ---------------------------------------------------------------------------- SQLite, no server

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from armor.config import FusionConfig, TrainConfig
@@ -33,10 +34,13 @@ SETTINGS = ModelSettings.of(fusion=FusionConfig(dim=16, out_dim=8, heads=2),
 def test_requests_are_checked_before_they_reach_the_model():
     ok = parse_request(b'{"history": [1, 2, 3], "ratings": [5, 2, 4.5], "k": 3}', max_k=100, max_body=1000)
     assert ok.history == [1, 3] and ok.k == 3 and ok.exclude_seen  # the 2-star movie is not a liked one
+    assert parse_request(b'{"user_id": 7, "k": 2}', max_k=100, max_body=1000).user_id == 7
+    assert parse_request(b'{"history": []}', max_k=100, max_body=1000).history == []  # popularity answers it
     cases = [(b"{not json", 400, "not JSON"), (b"[1, 2]", 400, "JSON object"),
              (b'{"history": "1,2"}', 400, "list of movie ids"), (b'{"history": [1.5]}', 400, "not an integer"),
              (b'{"history": [1], "k": 0}', 400, r"k: 0 is outside 1\.\.100"),
-             (b'{"history": [1], "k": 101}', 400, "outside"), (b'{"history": []}', 422, "history is empty"),
+             (b'{"history": [1], "k": 101}', 400, "outside"), (b'{"k": 3}', 400, "exactly one of"),
+             (b'{"history": [1], "user_id": 3}', 400, "exactly one of"), (b'{"user_id": "7"}', 400, "not an integer"),
              (b'{"history": [1], "user": 3}', 400, "unknown field"), (b'{"history": [1], "ratings": [5, 4]}', 400,
                                                                        "one per history id"),
              (b'{"history": [' + b"1, " * 600 + b"1]}", 413, "over the limit")]
@@ -112,12 +116,25 @@ def test_the_champion_is_served_bad_input_gets_4xx_and_a_moved_alias_drops_nothi
         status, answer = post(url, json.dumps({"history": [*movies, 999_999], "k": 5}).encode())
         assert status == 200 and answer["version"] == first and answer["skipped"] == [999_999]
         assert [r["movie_id"] for r in answer["recommendations"]] == index.recommend(movies, 5)[0].tolist()
-        for body, code in ((b"{oops", 400), (b'{"history": []}', 422), (b'{"history": [999999]}', 422),
+        for body, code in ((b"{oops", 400), (b'{"history": [999999]}', 422), (b'{"user_id": 999999}', 404),
                            (json.dumps({"history": movies, "k": 0}).encode(), 400),
                            (b'{"history": [' + b"1," * 40_000 + b"1]}", 413)):
             status, answer = post(url, body)
             assert status == code and answer["error"], (body[:30], status, answer)
         assert post(url, json.dumps({"history": movies}).encode())[0] == 200  # the replica is alive
+        # A user of the split, by id: answered from their train + validation positives.
+        split = pd.concat(pd.read_parquet(ws / "splits" / "random" / f"{p}.parquet") for p in ("train", "valid"))
+        user = int(split["user_id"].iloc[0])
+        liked = split.loc[split["user_id"] == user, "movie_id"].tolist()
+        status, answer = post(url, json.dumps({"user_id": user, "k": 5}).encode())
+        assert status == 200 and answer["used"] == len(liked) and answer["skipped"] == []  # all in the catalogue
+        assert [r["movie_id"] for r in answer["recommendations"]] == index.recommend(liked, 5)[0].tolist()
+        # An empty history: the split's most liked movies.
+        status, answer = post(url, b'{"history": [], "k": 3}')
+        counts = split["movie_id"].value_counts()
+        top = sorted(counts.index, key=lambda m: (-counts[m], m))[:3]
+        assert status == 200 and answer["source"] == "popularity"
+        assert [r["movie_id"] for r in answer["recommendations"]] == top
         assert mlflow_server_answers(uri, movies, 5) == [r["movie_id"] for r in answer_of(url, movies, 5)]
 
         seen, errors, stop = set(), [], threading.Event()

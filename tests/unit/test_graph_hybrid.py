@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 
 from armor.config import ArmorGraphConfig
 from armor.models.base import load_recommender
@@ -13,31 +12,14 @@ from armor.models.content_graph import knn_item_graph
 from armor.models.graph_hybrid import GraphHybrid
 from armor.training.trainer import Trainer
 from tests.threads import one_thread  # noqa: F401 - autouse for this module
+from tests.unit.hybrid_world import COLD, N_GENRES, N_USERS, TWINS, world
 
-N_USERS, N_ITEMS, N_GENRES = 60, 40, 4
-COLD = np.arange(34, 40)  # movies nobody rated in training
-TWINS = (34, 35)  # two cold movies with identical features
 SMALL = dict(dim=16, fusion_dim=16, heads=2, layers=2, knn_k=4, batch_size=256, lr=1e-2)
-
-
-def _world(seed: int = 0):
-    """Users like the movies of their genre; features are noisy projections of the genre."""
-    rng = np.random.default_rng(seed)
-    genre = np.arange(N_ITEMS) % N_GENRES  # (I,)
-    taste = rng.integers(0, N_GENRES, N_USERS)  # (U,)
-    likes = (taste[:, None] == genre[None, :]) & (rng.random((N_USERS, N_ITEMS)) < 0.6)  # (U, I)
-    likes[:, COLD] = False
-    onehot = np.eye(N_GENRES, dtype=np.float32)[genre]  # (I, G)
-    features = {m: (onehot @ rng.standard_normal((N_GENRES, d)) + 0.3 * rng.standard_normal((N_ITEMS, d)))
-                .astype(np.float32) for m, d in (("text", 12), ("poster", 10), ("thumbnail", 10))}
-    for x in features.values():
-        x[TWINS[1]] = x[TWINS[0]]
-    return sp.csr_matrix(likes.astype(np.float32)), features, genre
 
 
 @pytest.mark.parametrize("new_item_vector", ["content", "neighbours"])
 def test_a_movie_nobody_rated_gets_its_vector_from_content(new_item_vector, tmp_path):
-    train, features, genre = _world()
+    train, features, genre = world()
     model = GraphHybrid(ArmorGraphConfig(**SMALL, epochs=8, patience=8, new_item_vector=new_item_vector), features)
     model.fit(train)
     # New means no positive in the training matrix: the model is told nothing else.
@@ -67,7 +49,7 @@ def test_a_movie_nobody_rated_gets_its_vector_from_content(new_item_vector, tmp_
 
 
 def _item_vectors(features, **overrides) -> np.ndarray:
-    train, _, _ = _world()
+    train, _, _ = world()
     model = GraphHybrid(ArmorGraphConfig(**{**SMALL, **overrides}), features)
     Trainer(model, train)  # begin(): the graphs and the seeded initial weights
     return model.item_embeddings().copy()
@@ -76,7 +58,7 @@ def _item_vectors(features, **overrides) -> np.ndarray:
 @pytest.mark.parametrize("target, overrides", [(3, {}), (36, {"content": False, "align_weight": 0.0})],
                          ids=["rated movie", "cold movie without the content side: scored by its neighbours"])
 def test_item_vectors_depend_on_the_content_graph(target, overrides):
-    _, features, _ = _world()
+    _, features, _ = world()
     graph = knn_item_graph(features, None, SMALL["knn_k"]).toarray()
     warm = [j for j in range(COLD[0]) if j != target]
     neighbour = next(j for j in np.argsort(-graph[target]) if j in warm and graph[target, j] > 0)
@@ -96,7 +78,7 @@ def test_item_vectors_depend_on_the_content_graph(target, overrides):
 
 
 def test_the_user_vector_folds_in_the_profile_it_is_given():
-    train, features, _ = _world()
+    train, features, _ = world()
     model = GraphHybrid(ArmorGraphConfig(**SMALL, epochs=4, patience=4, profile_weight=0.5), features).fit(train)
     items = model.item_embeddings()  # (I, d) unit
     history = train[:3]
@@ -119,7 +101,7 @@ def test_the_user_vector_folds_in_the_profile_it_is_given():
 def _train_two_epochs(world_size: int, rank: int, batch_size: int) -> dict[str, np.ndarray]:
     from armor.training.trainer import Streams
 
-    train, features, _ = _world()
+    train, features, _ = world()
     model = GraphHybrid(ArmorGraphConfig(**{**SMALL, "batch_size": batch_size}, fusion_dropout=0.1), features)
     streams = Streams(0)
     model.begin(train, streams, rank=rank, world_size=world_size)
@@ -149,7 +131,7 @@ def test_two_gloo_ranks_train_as_one_process_with_their_global_batch(tmp_path):
     mp.spawn(_rank_main, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(2)]
     single = _train_two_epochs(world_size=1, rank=0, batch_size=192)
-    assert _world()[0].nnz % 192 != 0  # the epoch ends on a partial global batch
+    assert world()[0].nnz % 192 != 0  # the epoch ends on a partial global batch
     for result in ranks:
         np.testing.assert_allclose(result["items"], single["items"], atol=2e-5)
         np.testing.assert_allclose(result["users"], single["users"], atol=2e-5)
@@ -161,6 +143,6 @@ def test_several_workers_need_a_process_group():
     from armor.errors import ConfigError
     from armor.training.trainer import Streams
 
-    train, features, _ = _world()
+    train, features, _ = world()
     with pytest.raises(ConfigError, match="torch.distributed"):
         GraphHybrid(ArmorGraphConfig(**SMALL), features).begin(train, Streams(0), rank=0, world_size=2)

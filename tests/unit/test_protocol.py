@@ -7,21 +7,9 @@ import scipy.sparse as sp
 from armor.config import EvalConfig, SplitConfig
 from armor.data.splits import SplitData, build_split_data, split_interactions
 from armor.eval.protocol import evaluate
-from armor.models.base import Recommender, load_recommender
+from armor.models.base import load_recommender
 from armor.models.baselines import Popularity, RandomRanker
-
-
-class FixedScores(Recommender):
-    name = "fixed-scores-test"
-
-    def __init__(self, scores):
-        self.scores = np.asarray(scores, dtype=np.float32)
-
-    def fit(self, train, valid=None):
-        return self
-
-    def score(self, users, history):
-        return self.scores[users]
+from tests.fixed_scores import FixedScores
 
 
 def tiny_split():

@@ -17,23 +17,10 @@ from armor.data.splits import SplitData
 from armor.eval import beyond, claims, figures, provenance, showcase, significance
 from armor.eval import metrics as M
 from armor.eval.protocol import EvaluationResult, evaluate
-from armor.models.base import Recommender
 from armor.workspace import Workspace
+from tests.fixed_scores import FixedScores
 
 NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
-
-
-class FixedScores(Recommender):
-    name = "fixed-scores-test"
-
-    def __init__(self, scores):
-        self.scores = np.asarray(scores, dtype=np.float32)
-
-    def fit(self, train, valid=None):
-        return self
-
-    def score(self, users, history):
-        return self.scores[users]
 
 
 def result(name, values, users=None, seconds=0.0):
@@ -76,7 +63,8 @@ def test_all_pairs_adjusts_every_pair_together_and_the_matrix_says_who_is_higher
     assert "**−<0.001**" in rows["| 2. Model B"]  # B is below A: minus, bold
     c_vs_a, c_vs_b = rows["| 3. Model C"].split(" | ")[1:3]
     assert c_vs_a == "**−<0.001**" and not c_vs_b.startswith("**")  # C is below A; C and B are no different
-    assert "of 3 pairs" in text
+    assert "of 3 pairs" in text and "one training seed: a significant pair is no claim" in text
+    assert "mean over 3 or more training seeds" in significance.matrix_markdown(tests, {}, seeds=3)
 
 
 # ---- by user activity, learning curves ----------------------------------------------------------
