@@ -118,6 +118,9 @@ class Placement:
     use_gpu: bool = setting(False, "one GPU per worker")
     max_failures: int = setting(3, "worker failures to recover from")
     fresh: bool = setting(False, "start over instead of resuming this exact job's last checkpoint")
+    # Less than a whole CPU per worker when a Tune trial's own small CPU share must fit beside
+    # the workers on the same CPUs (``pipelines.tune.tune_trial_on_ray_train``).
+    cpus_per_worker: float = 1.0
 
 
 def load_job_data(job: TrainJob) -> Benchmark:
@@ -413,7 +416,8 @@ def fit_on_ray(job: TrainJob, placement: Placement, *, storage: Path, name: str 
     with ray_session():
         trainer = TorchTrainer(
             train_loop_per_worker, train_loop_config={"job": job, **driver_logging()},
-            scaling_config=ScalingConfig(num_workers=workers, use_gpu=placement.use_gpu),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=placement.use_gpu,
+                                         resources_per_worker={"CPU": placement.cpus_per_worker}),
             run_config=RunConfig(name=run, storage_path=str(storage.resolve()),
                                  failure_config=FailureConfig(max_failures=placement.max_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2), callbacks=callbacks,

@@ -190,6 +190,11 @@ def tune_trial(config: dict[str, Any]) -> None:
             tracker.end_trial()
 
 
+# What a trial that only waits on its Ray Train run reserves for itself (STACK_NOTES: Tune over
+# TorchTrainers deadlocks on 2 CPUs when the trial holds a whole CPU).
+TRIAL_CPU = 0.01
+
+
 def tune_trial_on_ray_train(config: dict[str, Any]) -> None:
     """One trial as its own Ray Train run (``--trial-workers N``): N data-parallel workers, each
     epoch's report forwarded to Tune (and to the trial's MLflow run). The run is named after the
@@ -207,7 +212,11 @@ def tune_trial_on_ray_train(config: dict[str, Any]) -> None:
         tracker.start_trial(ray.tune.get_context().get_trial_name(), job, sample)
         callbacks.append(_epoch_logger(tracker.uri, tracker.run_id))
     try:
-        placement = Placement(workers=int(config["trial_workers"]), use_gpu=bool(config["use_gpu"]), max_failures=2)
+        workers = int(config["trial_workers"])
+        # The trial holds TRIAL_CPU itself: its N workers take the rest of N CPUs, so a sweep of
+        # N-worker trials fits an N-CPU machine (whole-CPU workers never could: they wait forever).
+        placement = Placement(workers=workers, use_gpu=bool(config["use_gpu"]), max_failures=2,
+                              cpus_per_worker=1.0 - TRIAL_CPU / workers)
         home = sweep_home()
         storage = home[1] if home is not None else Path(config["train_storage"])
         fit_on_ray(job, placement, storage=storage, name=f"trial-{trial}", callbacks=callbacks)
@@ -270,7 +279,7 @@ def sweep(job: TuneJob, tracker: TrialTracker | None = None) -> ResultGrid:
     if job.trial_workers:
         # The trial itself only waits on its Ray Train run, whose workers hold the CPUs (and
         # GPUs); a trial holding a whole CPU too deadlocks a 2-CPU machine (see STACK_NOTES).
-        trainable = tune.with_resources(tune_trial_on_ray_train, {"cpu": 0.01})
+        trainable = tune.with_resources(tune_trial_on_ray_train, {"cpu": TRIAL_CPU})
     else:
         trainable = tune.with_resources(tune_trial, {"cpu": job.cpus_per_trial, "gpu": float(job.use_gpu)})
     if job.resume:

@@ -15,10 +15,12 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.network]
 
 
 def test_each_trial_is_a_ray_train_run_reporting_every_epoch(mlflow_server, tmp_path):
+    # Two data-parallel workers per trial on the 2 CPUs here: the trial's own CPU share must fit
+    # beside them (whole-CPU workers waited forever for a CPU the trial held).
     ws = make_workspace(tmp_path / "ws")
     assert main(["--workspace", str(ws), "--samples", "2", "--epochs", "2", "--steps-per-epoch", "3",
                  "--batch-size", "64", "--out-dims", "16", "--dim", "32", "--grace-period", "2",
-                 "--trial-workers", "1", "--name", "per-trial-train", "--no-retrain",
+                 "--trial-workers", "2", "--name", "per-trial-train", "--no-retrain",
                  "--tracking-uri", mlflow_server.url, "--experiment", "tune-train-test"]) == 0
     runs = sorted((ws / "tune" / "per-trial-train" / "ray_train").glob("trial-*"))
     assert len(runs) == 2  # one Ray Train run per trial, each with its checkpoints
