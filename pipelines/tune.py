@@ -368,11 +368,12 @@ def record_sweep(directory: Path, job: TuneJob, sample: dict[str, Any]) -> None:
     its own (the report's tuning-budget table reads it)."""
     import json
 
+    from armor.eval.claims import SWEEP
     from armor.io import write_text
     from armor.workspace import METRICS_FILE
 
     metrics = json.loads((directory / METRICS_FILE).read_text())
-    metrics["search"] = {"space_name": f"Ray Tune sweep {job.name} (ASHA)", "trials": job.samples,
+    metrics["search"] = {"space_name": f"{SWEEP} {job.name} (ASHA)", "trials": job.samples,
                          "chosen": {f"sweep.{k}": v for k, v in sample.items()}, "at_edge": []}
     write_text(json.dumps(metrics, indent=2, default=str) + "\n", directory / METRICS_FILE)
 

@@ -113,6 +113,10 @@ def inference_per_thousand(result: EvaluationResult) -> float | None:
     return result.score_seconds / result.users.size * 1000 if result.users.size else None
 
 
+# How `armor tune` names the search behind a sweep's retrained winner (pipelines.tune.record_sweep).
+SWEEP = "Ray Tune sweep"
+
+
 def budget_rows(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str],
                 inference: Mapping[str, float | None] | None = None) -> list[dict[str, Any]]:
     """Per model: trials, chosen settings, values at the edge of their range, epochs (best / run / cap,
@@ -128,7 +132,7 @@ def budget_rows(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]
         # the patience window before the cap (after a longer plateau early stopping would have ended it).
         at_cap = bool(cap) and run >= cap and cap - best < (m.get("patience") or 1)
         rows.append({"name": name, "label": labels.get(name, name), "trials": search.get("trials", 0),
-                     "pruned": search.get("pruned", 0),
+                     "pruned": search.get("pruned", 0), "sweep": str(search.get("space_name", "")).startswith(SWEEP),
                      "chosen": search.get("chosen", {}), "at_edge": search.get("at_edge", []),
                      "best_epoch": best if cap else None, "epochs_run": run if cap else None,
                      "epoch_cap": cap, "at_cap": at_cap, "refit": m.get("refit"),

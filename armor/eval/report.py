@@ -300,13 +300,16 @@ def budget_section(run: ProtocolRun) -> str:
     """The tuning-budget table under a caption that says how big the search was."""
     inference = {n: claims.inference_per_thousand(r) for n, r in run.results.items()}
     rows = claims.budget_rows(run.meta, {n: label(n) for n in run.meta}, inference)
-    if any(row["trials"] for row in rows):
+    if any(row["trials"] for row in rows if not row["sweep"]):
         caption = ("every trainable model: the same number of validation trials of its registry search space, "
                    "then refit; a trial whose best validation NDCG@10 fell below the median of the earlier trials' "
                    "at the same epoch was stopped early, by the same rule for every model")
     else:
         caption = ("no search: every trainable model at its registry defaults, early-stopped on validation, then "
                    "refit; `make benchmark` gives every model the same search")
+    swept = [row["label"] for row in rows if row["sweep"]]
+    if swept:
+        caption += f"; {', '.join(swept)}: chosen by its Ray Tune sweep instead"
     return f"\nTuning budget ({caption}):\n\n{claims.budget_markdown(rows)}"
 
 

@@ -229,6 +229,9 @@ def test_budget_table_gives_training_and_scoring_time():
     meta["bpr"]["search"]["pruned"] = 1
     text = claims.budget_markdown(claims.budget_rows(meta, {"bpr": "BPR", "ease": "EASE"}, inference))
     assert "| BPR | 2 (1 stopped early) | factors=32 |" in text
+    meta["fused"] = {"search": {"space_name": f"{claims.SWEEP} demo-sweep (ASHA)", "trials": 4}}
+    rows = claims.budget_rows(meta, {}, inference)
+    assert [row["sweep"] for row in rows] == [False, False, True]  # the caption leaves a sweep's winner out
 
 
 def test_seed_average_keeps_the_mean_scoring_time():
