@@ -5,6 +5,7 @@ item vectors in a FAISS index, and the titles) and answers JSON (``armor/trackin
 has the request and the answer):
 
     POST /recommend  {"history": [1, 2, 3], "k": 10}  -> top-k with titles, scores, model version
+    POST /recommend  {"user_id": 42, "k": 10}          -> the same for a user of the model's split
     GET  /healthz                                      -> the model name and the version in service
 
 Requests that arrive together are answered in one FAISS search (``@serve.batch``). Every replica
