@@ -78,6 +78,22 @@ class TrialTracker:
             self.experiment, self.uri, job, run_name=trial_name, parent_run_id=self.parent_run_id,
             tags={"armor.stage": "tune-trial"}))
         self._run.log_params({f"sample.{k}": v for k, v in sample.items()})
+        self._drop_orphans(trial_name)
+
+    def _drop_orphans(self, trial_name: str) -> None:
+        """Delete this trial's runs that hold nothing: when the tracking server dies after it stored a
+        new run but before it answered, MLflow's client retries and creates a second run, leaving
+        the first empty (measured: one of four trials in a killed-server sweep). Ours has its params
+        by now; a run of an earlier attempt of the trial has them too, so it stays."""
+        from mlflow import MlflowClient
+
+        from armor.tracking.runs import child_runs, with_retries
+
+        client = MlflowClient(tracking_uri=self.uri)
+        for run in with_retries(child_runs, self.parent_run_id, self.uri, what="trial runs"):
+            if (run.info.run_name == trial_name and run.info.run_id != self._run.run_id
+                    and not run.data.params and not run.data.metrics):
+                with_retries(client.delete_run, run.info.run_id, what=f"empty duplicate run of {trial_name}")
 
     @property
     def run_id(self) -> str | None:

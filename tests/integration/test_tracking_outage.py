@@ -93,3 +93,24 @@ def test_an_unreachable_server_beyond_the_retries_is_one_clear_message(monkeypat
         with_retries(client.get_experiment_by_name, "x", what="experiment 'x'")
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
     assert http_retry_seconds() == 244.0  # MLflow 3.17's 7 retries, backoff factor 2: 4 + 8 + ... + 120 s
+
+
+def test_an_empty_duplicate_of_a_trial_run_left_by_a_retried_create_is_dropped(tmp_path):
+    from armor.tracking.runs import PARENT_RUN_TAG, child_runs, start_run
+    from pipelines.tracking import TrialTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    with start_run("outage", uri, run_name="sweep") as parent:
+        # What a server killed after storing a new run, before answering, leaves: an empty run.
+        orphan = client.create_run(parent.experiment_id, run_name="trial_0",
+                                   tags={PARENT_RUN_TAG: parent.run_id}).info.run_id
+        earlier = client.create_run(parent.experiment_id, run_name="trial_0",
+                                    tags={PARENT_RUN_TAG: parent.run_id}).info.run_id
+        client.log_param(earlier, "sample.lr", 0.1)  # an earlier attempt of the trial keeps its run
+        tracker = TrialTracker(uri, parent.run_id, "outage")
+        tracker.start_trial("trial_0", None, {"lr": 0.2})
+        ours = tracker.run_id
+        tracker.end_trial()
+        kept = {run.info.run_id for run in child_runs(parent.run_id, uri)}
+    assert kept == {earlier, ours} and orphan not in kept
